@@ -1,0 +1,65 @@
+package history
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnavailable reports that the backing store cannot be reached. Callers
+// surface it to clients as a retryable error.
+var ErrUnavailable = errors.New("history: store unavailable")
+
+// Entry is one stored message of a room.
+type Entry struct {
+	// Seq is the room's sequence id of the entry, starting at 1 in each
+	// epoch and increasing by one per stored message.
+	Seq uint64
+	// Data is the stored payload, opaque to this package.
+	Data []byte
+}
+
+// Position says where a room's log stands.
+type Position struct {
+	// Epoch identifies the room's log. It is created at random with the
+	// first message and changes only when the log was lost (expired, evicted,
+	// or a Redis restart without persistence); sequence ids restart with it.
+	// Empty means the room has no log.
+	Epoch string
+	// Seq is the id of the newest stored message; zero if none.
+	Seq uint64
+}
+
+// Page is the answer of a history read.
+type Page struct {
+	// Entries are oldest first.
+	Entries []Entry
+	// Position is the room's position at the time of the read.
+	Position Position
+	// Truncated is true when the caller asked for entries after a sequence
+	// id (or in an epoch) that the log no longer covers: Entries is then the
+	// newest `limit` entries instead, and the caller must say so to its
+	// client.
+	Truncated bool
+}
+
+// Store reads a room's log. The hub calls it when a session joins (recent
+// history or resume) and when it has to fill a gap in what the bus delivered.
+type Store interface {
+	// Recent returns the newest limit entries of room, oldest first. A limit
+	// of zero or less returns no entries but still the position.
+	Recent(ctx context.Context, room string, limit int) (Page, error)
+
+	// Since returns the entries of room with a sequence id above afterSeq,
+	// oldest first, at most limit of them (the oldest ones: a caller filling
+	// a gap pages forward by calling again after the last id it got).
+	//
+	// If epoch is not empty and differs from the room's epoch, or if the log
+	// no longer holds the entry right after afterSeq, the page is Truncated
+	// and holds the newest limit entries instead.
+	Since(ctx context.Context, room, epoch string, afterSeq uint64, limit int) (Page, error)
+
+	// Position returns the room's current position without reading entries.
+	// The hub polls it to notice a lost tail (the newest message of a room
+	// whose live delivery was lost, with nothing after it to reveal the gap).
+	Position(ctx context.Context, room string) (Position, error)
+}

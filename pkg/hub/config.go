@@ -1,0 +1,69 @@
+package hub
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/pubsub"
+)
+
+// Config configures a Hub. Broker and History are required; every other
+// field has a default for its zero value.
+type Config struct {
+	// Broker publishes to rooms and delivers their messages to this node.
+	Broker pubsub.Broker
+	// History reads rooms' logs for join replay and gap filling.
+	History history.Store
+
+	// NodeID names this node in origin tags and logs. Empty means a random id.
+	NodeID string
+	// HistorySize is the most messages replayed on join (the -history-size
+	// flag). Zero means 100.
+	HistorySize int
+	// MaxTextBytes is the largest text a message may carry. Zero means 16 KiB.
+	MaxTextBytes int
+	// MaxQueueBytes is how many bytes of frames may wait for one slow
+	// session before it is closed as a slow consumer. Zero means 1 MiB.
+	MaxQueueBytes int
+	// PublishTimeout bounds one publish to the broker. Zero means 5 s.
+	PublishTimeout time.Duration
+	// PositionCheckInterval is how often each room compares its last
+	// delivered id with the log's, to find a lost tail. Zero means 5 s.
+	PositionCheckInterval time.Duration
+	// Logger receives the hub's logs. Nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the hub's metrics. Nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.NodeID == "" {
+		c.NodeID = randomID()
+	}
+	if c.HistorySize <= 0 {
+		c.HistorySize = 100
+	}
+	if c.MaxTextBytes <= 0 {
+		c.MaxTextBytes = 16 << 10
+	}
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = 1 << 20
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	if c.PositionCheckInterval <= 0 {
+		c.PositionCheckInterval = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}

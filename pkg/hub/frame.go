@@ -1,0 +1,99 @@
+package hub
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"example.com/chat/api"
+)
+
+// Frame is one outgoing message, shared by every recipient on this node. It
+// encodes itself at most once per wire format, on first use, so fan-out to a
+// thousand WebSocket clients costs one JSON encoding.
+//
+// A Frame and its Message are immutable once created.
+type Frame struct {
+	msg    *api.Message
+	size   int    // queue accounting estimate, bytes
+	origin string // the publishing session's tag; never sent
+
+	jsonOnce  sync.Once
+	json      []byte
+	protoOnce sync.Once
+	proto     []byte
+}
+
+// NewFrame wraps m, which the caller must not modify afterwards.
+func NewFrame(m *api.Message) *Frame {
+	return &Frame{msg: m, size: 64 + len(m.GetText()) + len(m.GetUser()) + len(m.GetRoom()) + len(m.GetClientId())}
+}
+
+// Message returns the frame's message. Callers must not modify it.
+func (f *Frame) Message() *api.Message { return f.msg }
+
+// Size is the frame's estimated size in bytes, as counted against a
+// session's queue limit.
+func (f *Frame) Size() int { return f.size }
+
+var jsonOpts = protojson.MarshalOptions{}
+
+// JSON returns the protojson encoding (the gateway's mapping), computed once.
+func (f *Frame) JSON() []byte {
+	f.jsonOnce.Do(func() {
+		b, err := jsonOpts.Marshal(f.msg)
+		if err != nil {
+			// A Message holds only strings validated as UTF-8, ints and
+			// enums; Marshal cannot fail on it.
+			panic("hub: marshal frame: " + err.Error())
+		}
+		f.json = b
+	})
+	return f.json
+}
+
+// Proto returns the protobuf encoding, computed once.
+func (f *Frame) Proto() []byte {
+	f.protoOnce.Do(func() {
+		b, err := proto.Marshal(f.msg)
+		if err != nil {
+			panic("hub: marshal frame: " + err.Error())
+		}
+		f.proto = b
+	})
+	return f.proto
+}
+
+// Records are what the hub stores in history and sends on the bus: a version
+// byte, the publishing session's origin tag (so the node that published can
+// skip the sender), and the protobuf message.
+const recordVersion = 1
+
+var errBadRecord = errors.New("hub: malformed record")
+
+func encodeRecord(origin string, m *api.Message) ([]byte, error) {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(origin)+proto.Size(m))
+	b = append(b, recordVersion)
+	b = binary.AppendUvarint(b, uint64(len(origin)))
+	b = append(b, origin...)
+	return proto.MarshalOptions{}.MarshalAppend(b, m)
+}
+
+func decodeRecord(b []byte) (origin string, m *api.Message, err error) {
+	if len(b) < 2 || b[0] != recordVersion {
+		return "", nil, errBadRecord
+	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || uint64(len(b)-1-k) < n {
+		return "", nil, errBadRecord
+	}
+	origin = string(b[1+k : 1+k+int(n)])
+	m = new(api.Message)
+	if err := proto.Unmarshal(b[1+k+int(n):], m); err != nil {
+		return "", nil, errors.Join(errBadRecord, err)
+	}
+	return origin, m, nil
+}

@@ -1,0 +1,322 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"example.com/chat/api"
+	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/pubsub"
+)
+
+const numShards = 64
+
+// Hub is a node's registry of rooms and sessions. Create it with New and
+// stop it with Shutdown.
+type Hub struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	seed    maphash.Seed
+	shards  [numShards]shard
+
+	nextID atomic.Uint64
+	closed atomic.Bool
+	wg     sync.WaitGroup // writers, backfills, the position checker
+
+	base      context.Context // sessions' parent; cancelled last by Shutdown
+	stop      context.CancelFunc
+	bg        context.Context // position checks and backfills; cancelled first
+	bgStop    context.CancelFunc
+	recheck   chan struct{}
+	warnLimit rateLimiter
+
+	usersMu sync.Mutex
+	users   map[string]int // user -> local sessions
+}
+
+type shard struct {
+	mu    sync.RWMutex
+	rooms map[string]*room
+}
+
+// New returns a running Hub and registers it as cfg.Broker's handler.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Broker == nil || cfg.History == nil {
+		return nil, fmt.Errorf("hub: Broker and History are required")
+	}
+	cfg.setDefaults()
+	h := &Hub{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		seed:    maphash.MakeSeed(),
+		recheck: make(chan struct{}, 1),
+		users:   make(map[string]int),
+	}
+	m, err := newMetrics(cfg.Registerer, h)
+	if err != nil {
+		return nil, err
+	}
+	h.metrics = m
+	h.warnLimit.every = 10 * time.Second
+	for i := range h.shards {
+		h.shards[i].rooms = make(map[string]*room)
+	}
+	h.base, h.stop = context.WithCancel(context.Background())
+	h.bg, h.bgStop = context.WithCancel(context.Background())
+	cfg.Broker.Register(h)
+	h.wg.Add(1)
+	go h.checkPositions()
+	return h, nil
+}
+
+// Config returns the hub's configuration with defaults applied.
+func (h *Hub) Config() Config { return h.cfg }
+
+func (h *Hub) shard(room string) *shard {
+	return &h.shards[maphash.String(h.seed, room)%numShards]
+}
+
+func (h *Hub) lookup(name string) *room {
+	sh := h.shard(name)
+	sh.mu.RLock()
+	r := sh.rooms[name]
+	sh.mu.RUnlock()
+	return r
+}
+
+// Join validates o, adds a session for t to its room, replays history, and
+// starts the session's writer. The session's first queued frames are the
+// replay; live messages follow without gap or duplicate.
+func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, error) {
+	if h.closed.Load() {
+		return nil, &Error{Kind: KindClosed, Msg: "node is shutting down; reconnect"}
+	}
+	if err := ValidateUser(o.User); err != nil {
+		return nil, err
+	}
+	roomName, err := NormalizeRoom(o.Room)
+	if err != nil {
+		return nil, err
+	}
+	id := h.nextID.Add(1)
+	s := &Session{
+		hub:       h,
+		id:        id,
+		origin:    h.cfg.NodeID + "/" + strconv.FormatUint(id, 10),
+		user:      o.User,
+		transport: o.Transport,
+		events:    o.Events,
+		t:         t,
+		wake:      make(chan struct{}, 1),
+		syncing:   true,
+	}
+	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
+	s.ctx, s.cancel = context.WithCancel(h.base)
+
+	r, err := h.acquire(ctx, roomName, s)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.room = r
+
+	frames, epoch, truncated, err := h.replay(ctx, roomName, o)
+	if err != nil {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+		s.cancel()
+		h.release(s)
+		return nil, err
+	}
+	s.finishSync(frames, epoch, truncated)
+	h.addUser(s)
+	h.wg.Add(1)
+	go s.writeLoop()
+	h.publishEvent(s, api.Kind_KIND_JOIN)
+	s.log.Debug("session joined")
+	return s, nil
+}
+
+// replay reads the history a joining session gets.
+func (h *Hub) replay(ctx context.Context, room string, o JoinOptions) ([]*Frame, string, bool, error) {
+	limit := h.cfg.HistorySize
+	if o.History > 0 && o.History < limit {
+		limit = o.History
+	}
+	var (
+		page history.Page
+		err  error
+	)
+	switch {
+	case o.AfterSeq > 0 || o.Epoch != "":
+		// A resume replays everything missed, in pages if need be; the cap
+		// is the log's own size.
+		page, err = h.cfg.History.Since(ctx, room, o.Epoch, o.AfterSeq, h.cfg.HistorySize)
+	case o.NoHistory:
+		page, err = h.cfg.History.Recent(ctx, room, 0)
+	default:
+		page, err = h.cfg.History.Recent(ctx, room, limit)
+	}
+	if err != nil {
+		return nil, "", false, &Error{Kind: KindUnavailable, Msg: "history is unavailable; retry", Err: err}
+	}
+	frames := make([]*Frame, 0, len(page.Entries))
+	for _, e := range page.Entries {
+		f, err := h.storedFrame(room, page.Position.Epoch, e.Seq, e.Data)
+		if err != nil {
+			h.log.Error("skipping malformed history entry", "room", room, "seq", e.Seq, "err", err)
+			continue
+		}
+		frames = append(frames, f)
+	}
+	return frames, page.Position.Epoch, page.Truncated, nil
+}
+
+// storedFrame decodes a stored record into a frame carrying its id.
+func (h *Hub) storedFrame(room, epoch string, seq uint64, data []byte) (*Frame, error) {
+	origin, m, err := decodeRecord(data)
+	if err != nil {
+		return nil, err
+	}
+	m.Room, m.Seq, m.Epoch = room, seq, epoch
+	f := NewFrame(m)
+	f.origin = origin
+	return f, nil
+}
+
+func (h *Hub) truncatedFrame(room, epoch, why string) *Frame {
+	return NewFrame(&api.Message{Kind: api.Kind_KIND_TRUNCATED, Room: room, Epoch: epoch, Text: why})
+}
+
+func (h *Hub) addUser(s *Session) {
+	h.usersMu.Lock()
+	h.users[s.user]++
+	h.usersMu.Unlock()
+	h.metrics.sessions.WithLabelValues(s.transport).Inc()
+}
+
+func (h *Hub) removeUser(s *Session) {
+	h.usersMu.Lock()
+	if h.users[s.user]--; h.users[s.user] <= 0 {
+		delete(h.users, s.user)
+	}
+	h.usersMu.Unlock()
+	h.metrics.sessions.WithLabelValues(s.transport).Dec()
+}
+
+// ActiveUsers returns the number of distinct users with a session on this
+// node.
+func (h *Hub) ActiveUsers() int {
+	h.usersMu.Lock()
+	defer h.usersMu.Unlock()
+	return len(h.users)
+}
+
+// leave runs when a session's writer has finished.
+func (h *Hub) leave(s *Session) {
+	h.removeUser(s)
+	h.release(s)
+	h.publishEvent(s, api.Kind_KIND_LEAVE)
+}
+
+// publishEvent broadcasts a join or leave; failures only cost the event.
+func (h *Hub) publishEvent(s *Session, kind api.Kind) {
+	if h.closed.Load() && kind == api.Kind_KIND_JOIN {
+		return
+	}
+	m := &api.Message{User: s.user, Room: s.room.name, Kind: kind, Ts: h.cfg.Now().UnixMilli()}
+	data, err := encodeRecord(s.origin, m)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := h.cfg.Broker.Publish(ctx, s.room.name, data, pubsub.PublishOptions{Ephemeral: true}); err != nil {
+		s.log.Debug("event not published", "kind", kind.String(), "err", err)
+	}
+}
+
+// Shutdown closes every session with CloseShutdown (flushing their queues)
+// and waits for the hub's goroutines, or returns ctx's error.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.closed.Store(true)
+	h.bgStop()
+	for _, s := range h.sessions() {
+		s.Close(CloseShutdown)
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	// Writers end by themselves once flushed; the base context stays alive
+	// for them until then, or until ctx runs out.
+	defer h.stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		h.stop()
+		<-done
+		return fmt.Errorf("hub: shutdown: %w", ctx.Err())
+	}
+}
+
+// sessions returns every local session.
+func (h *Hub) sessions() []*Session {
+	var out []*Session
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, r := range sh.rooms {
+			r.mu.Lock()
+			out = append(out, r.members...)
+			r.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// rateLimiter lets one warning through per interval and counts the rest, so
+// a storm of slow consumers does not flood the log.
+type rateLimiter struct {
+	every      time.Duration
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (h *Hub) warn(log *slog.Logger, msg string, args ...any) {
+	rl := &h.warnLimit
+	rl.mu.Lock()
+	now := time.Now()
+	if now.Sub(rl.last) < rl.every {
+		rl.suppressed++
+		rl.mu.Unlock()
+		return
+	}
+	n := rl.suppressed
+	rl.last, rl.suppressed = now, 0
+	rl.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	log.Warn(msg, args...)
+}

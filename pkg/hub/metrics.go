@@ -1,0 +1,71 @@
+package hub
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	sessions       *prometheus.GaugeVec
+	disconnects    *prometheus.CounterVec
+	published      prometheus.Counter
+	publishErrors  prometheus.Counter
+	publishSeconds prometheus.Histogram
+	delivered      prometheus.Counter
+	duplicates     prometheus.Counter
+	backfills      prometheus.Counter
+	busReconnects  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
+	m := &metrics{
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chat_hub_sessions", Help: "Open sessions on this node, by transport.",
+		}, []string{"transport"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chat_hub_disconnects_total", Help: "Sessions closed, by reason.",
+		}, []string{"reason"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_messages_published_total", Help: "Chat messages stored and published by this node.",
+		}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_publish_errors_total", Help: "Publishes that failed (the sender got an error).",
+		}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "chat_hub_publish_duration_seconds", Help: "Time from a client's send to the bus acknowledging it.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_frames_delivered_total", Help: "Frames written to clients (messages, history, events).",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_duplicate_deliveries_total", Help: "Bus deliveries dropped because their id was already delivered.",
+		}),
+		backfills: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_backfills_total", Help: "Gaps in bus deliveries filled from history.",
+		}),
+		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_bus_reconnects_total", Help: "Times the bus lost and re-established its subscriptions.",
+		}),
+	}
+	// Start every reason at zero so dashboards see the series.
+	for r := CloseNormal; r <= CloseUnauthenticated; r++ {
+		m.disconnects.WithLabelValues(r.String())
+	}
+	if reg == nil {
+		return m, nil
+	}
+	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
+	}, func() float64 { return float64(h.ActiveUsers()) })
+	for _, c := range []prometheus.Collector{m.sessions, m.disconnects, m.published, m.publishErrors,
+		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.busReconnects, active} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("hub: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) disconnect(r CloseReason) { m.disconnects.WithLabelValues(r.String()).Inc() }

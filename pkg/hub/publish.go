@@ -1,0 +1,163 @@
+package hub
+
+import (
+	"context"
+
+	"example.com/chat/api"
+	"example.com/chat/pkg/pubsub"
+)
+
+// typingCommand is the text a seed client sends to say it is typing; it has
+// no way to set Kind.
+const typingCommand = "/me is typing…"
+
+// Publish sends a client's message to the session's room: chat messages are
+// stored and delivered to everyone else in the room, typing events only
+// delivered. The message's user and room are the session's; its ts is the
+// server's clock. A session that asked for events gets an acknowledgement
+// carrying the message's id.
+//
+// Errors are *Error values fit for the client. On KindUnavailable the message
+// may or may not have been stored; a retry with the same client_id is safe.
+func (s *Session) Publish(ctx context.Context, in *api.Message) error {
+	h := s.hub
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	kind := in.GetKind()
+	if kind == api.Kind_KIND_MESSAGE && (in.GetText() == typingCommand || in.GetText() == "/me is typing...") {
+		kind = api.Kind_KIND_TYPING
+	}
+	switch kind {
+	case api.Kind_KIND_MESSAGE, api.Kind_KIND_TYPING:
+	default:
+		return errorf(KindInvalid, "kind %s cannot be sent by a client", kind)
+	}
+	if err := validateText(in.GetText(), h.cfg.MaxTextBytes); err != nil {
+		return err
+	}
+	if err := validateClientID(in.GetClientId()); err != nil {
+		return err
+	}
+	if kind == api.Kind_KIND_MESSAGE && in.GetText() == "" {
+		return errorf(KindInvalid, "text is empty")
+	}
+	m := &api.Message{
+		User:     s.user,
+		Text:     in.GetText(),
+		Ts:       h.cfg.Now().UnixMilli(),
+		Room:     s.room.name,
+		Kind:     kind,
+		ClientId: in.GetClientId(),
+	}
+	if kind == api.Kind_KIND_TYPING {
+		m.Text = ""
+		m.ClientId = ""
+	}
+	res, err := h.publish(ctx, s.origin, m)
+	if err != nil {
+		return err
+	}
+	if s.events && kind == api.Kind_KIND_MESSAGE {
+		s.send(NewFrame(&api.Message{
+			Kind:     api.Kind_KIND_ACK,
+			User:     s.user,
+			Room:     m.Room,
+			Ts:       m.Ts,
+			Seq:      res.Seq,
+			Epoch:    res.Epoch,
+			ClientId: m.ClientId,
+		}))
+	}
+	return nil
+}
+
+// Publish sends m (already validated, with user, room and ts set) on behalf
+// of a stream-less client, as the REST route does. It returns the message as
+// stored, with its id.
+func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error) {
+	if err := ValidateUser(m.GetUser()); err != nil {
+		return nil, err
+	}
+	room, err := NormalizeRoom(m.GetRoom())
+	if err != nil {
+		return nil, err
+	}
+	if err := validateText(m.GetText(), h.cfg.MaxTextBytes); err != nil {
+		return nil, err
+	}
+	if err := validateClientID(m.GetClientId()); err != nil {
+		return nil, err
+	}
+	if m.GetText() == "" {
+		return nil, errorf(KindInvalid, "text is empty")
+	}
+	out := &api.Message{User: m.GetUser(), Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
+	res, err := h.publish(ctx, "", out)
+	if err != nil {
+		return nil, err
+	}
+	out.Seq, out.Epoch = res.Seq, res.Epoch
+	return out, nil
+}
+
+func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsub.PublishResult, error) {
+	if h.closed.Load() {
+		return pubsub.PublishResult{}, &Error{Kind: KindClosed, Msg: "node is shutting down; message not sent, retry elsewhere"}
+	}
+	data, err := encodeRecord(origin, m)
+	if err != nil {
+		return pubsub.PublishResult{}, errorf(KindInvalid, "message cannot be encoded")
+	}
+	opts := pubsub.PublishOptions{Ephemeral: m.Kind == api.Kind_KIND_TYPING}
+	if m.ClientId != "" && !opts.Ephemeral {
+		opts.IdempotencyKey = m.User + "\x00" + m.ClientId
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	start := h.cfg.Now()
+	res, err := h.cfg.Broker.Publish(ctx, m.Room, data, opts)
+	if err != nil {
+		h.metrics.publishErrors.Inc()
+		return res, &Error{Kind: KindUnavailable, Msg: "message not sent: the message bus is unavailable; retry", Err: err}
+	}
+	if !opts.Ephemeral {
+		h.metrics.published.Inc()
+		h.metrics.publishSeconds.Observe(h.cfg.Now().Sub(start).Seconds())
+	}
+	return res, nil
+}
+
+// History returns a room's recent stored messages, oldest first, for the
+// REST route. limit is capped at HistorySize; afterSeq > 0 pages forward.
+func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint64) ([]*api.Message, string, bool, error) {
+	room, err := NormalizeRoom(room)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if limit <= 0 || limit > h.cfg.HistorySize {
+		limit = h.cfg.HistorySize
+	}
+	frames, epoch, truncated, err := h.replay(ctx, room, JoinOptions{History: limit, AfterSeq: afterSeq})
+	if err != nil {
+		return nil, "", false, err
+	}
+	out := make([]*api.Message, 0, len(frames))
+	for _, f := range frames {
+		out = append(out, f.msg)
+	}
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, epoch, truncated, nil
+}
+
+// SendError queues an error event for this session (if it asked for events)
+// about the message with clientID. Seed clients cannot tell an error from a
+// message, so they get none; their edge ends the stream instead.
+func (s *Session) SendError(e *api.Error, clientID string) {
+	s.send(NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e}))
+}

@@ -1,0 +1,343 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"example.com/chat/pkg/pubsub"
+)
+
+// backfillPage is how many entries one history read fetches while filling a
+// gap.
+const backfillPage = 1000
+
+// room is one room's local state on this node.
+type room struct {
+	name string
+	h    *Hub
+
+	// subMu serialises subscribe and unsubscribe, which do broker I/O. It is
+	// taken before mu, never while holding it.
+	subMu      sync.Mutex
+	subscribed bool
+	dead       bool // removed from its shard; guarded by subMu
+
+	mu         sync.Mutex
+	members    []*Session
+	known      bool   // epoch and lastSeq are initialised
+	epoch      string // epoch of lastSeq
+	lastSeq    uint64 // newest id fanned out here (or known to be in history)
+	recovering bool   // a backfill is running; deliveries wait in pending
+	pending    []pubsub.Envelope
+}
+
+// acquire returns name's room with s added as a syncing member, subscribing
+// the node to the room first if s is its first local member.
+func (h *Hub) acquire(ctx context.Context, name string, s *Session) (*room, error) {
+	for {
+		sh := h.shard(name)
+		sh.mu.Lock()
+		r := sh.rooms[name]
+		if r == nil {
+			r = &room{name: name, h: h}
+			sh.rooms[name] = r
+		}
+		sh.mu.Unlock()
+
+		r.subMu.Lock()
+		if r.dead {
+			// Lost a race with the last member's release; take a fresh room.
+			r.subMu.Unlock()
+			continue
+		}
+		if !r.subscribed {
+			if err := r.subscribeLocked(ctx); err != nil {
+				r.subMu.Unlock()
+				h.dropIfEmpty(r)
+				return nil, err
+			}
+		}
+		r.mu.Lock()
+		r.members = append(r.members, s)
+		r.mu.Unlock()
+		r.subMu.Unlock()
+		return r, nil
+	}
+}
+
+// subscribeLocked subscribes the node to the room and learns the log's
+// position, so that every later delivery can be checked for gaps. r.subMu
+// must be held.
+func (r *room) subscribeLocked(ctx context.Context) error {
+	r.mu.Lock()
+	r.known, r.recovering, r.pending = false, false, nil
+	r.mu.Unlock()
+	if err := r.h.cfg.Broker.Subscribe(ctx, r.name); err != nil {
+		return &Error{Kind: KindUnavailable, Msg: "message bus is unavailable; retry", Err: err}
+	}
+	// Deliveries from here on are held in pending until the position is
+	// known: anything at or below it is in history for every joiner.
+	pos, err := r.h.cfg.History.Position(ctx, r.name)
+	if err != nil {
+		_ = r.h.cfg.Broker.Unsubscribe(context.WithoutCancel(ctx), r.name)
+		return &Error{Kind: KindUnavailable, Msg: "history is unavailable; retry", Err: err}
+	}
+	r.subscribed = true
+	r.mu.Lock()
+	r.known, r.epoch, r.lastSeq = true, pos.Epoch, pos.Seq
+	pending := r.pending
+	r.pending = nil
+	r.acceptAllLocked(pending)
+	r.mu.Unlock()
+	return nil
+}
+
+// release removes s from its room and unsubscribes the node when s was the
+// last local member.
+func (h *Hub) release(s *Session) {
+	r := s.room
+	if r == nil {
+		return
+	}
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	r.mu.Lock()
+	for i, m := range r.members {
+		if m == s {
+			last := len(r.members) - 1
+			r.members[i] = r.members[last]
+			r.members[last] = nil
+			r.members = r.members[:last]
+			break
+		}
+	}
+	empty := len(r.members) == 0
+	r.mu.Unlock()
+	if !empty || !r.subscribed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PublishTimeout)
+	defer cancel()
+	if err := h.cfg.Broker.Unsubscribe(ctx, r.name); err != nil {
+		h.log.Warn("unsubscribe failed", "room", r.name, "err", err)
+	}
+	r.subscribed = false
+	h.dropIfEmptyLocked(r)
+}
+
+func (h *Hub) dropIfEmpty(r *room) {
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	h.dropIfEmptyLocked(r)
+}
+
+// dropIfEmptyLocked removes an unsubscribed, empty room from its shard.
+// r.subMu must be held.
+func (h *Hub) dropIfEmptyLocked(r *room) {
+	if r.subscribed || r.dead {
+		return
+	}
+	r.mu.Lock()
+	empty := len(r.members) == 0
+	r.mu.Unlock()
+	if !empty {
+		return
+	}
+	sh := h.shard(r.name)
+	sh.mu.Lock()
+	if sh.rooms[r.name] == r {
+		delete(sh.rooms, r.name)
+	}
+	sh.mu.Unlock()
+	r.dead = true
+}
+
+// HandleMessage implements pubsub.Handler. It runs on the broker's receive
+// loop: it decodes, fans out by enqueueing only, and hands gaps to a
+// backfill goroutine.
+func (h *Hub) HandleMessage(env pubsub.Envelope) {
+	r := h.lookup(env.Room)
+	if r == nil {
+		return
+	}
+	if env.Seq == 0 {
+		h.fanoutEvent(r, env)
+		return
+	}
+	r.mu.Lock()
+	r.acceptLocked(env)
+	r.mu.Unlock()
+}
+
+// HandleReconnect implements pubsub.Handler: deliveries may have been lost,
+// so every room checks its position now.
+func (h *Hub) HandleReconnect() {
+	h.log.Info("bus reconnected; checking rooms for lost messages")
+	h.metrics.busReconnects.Inc()
+	select {
+	case h.recheck <- struct{}{}:
+	default:
+	}
+}
+
+func (r *room) acceptAllLocked(envs []pubsub.Envelope) {
+	for i, env := range envs {
+		if r.recovering {
+			r.pending = append(r.pending, envs[i:]...)
+			return
+		}
+		r.acceptLocked(env)
+	}
+}
+
+// acceptLocked orders one stored delivery: duplicates are dropped, a gap
+// starts a backfill, the next id is fanned out. r.mu must be held.
+func (r *room) acceptLocked(env pubsub.Envelope) {
+	if !r.known || r.recovering {
+		r.pending = append(r.pending, env)
+		return
+	}
+	if env.Epoch != r.epoch {
+		if r.epoch != "" {
+			r.h.log.Warn("room history epoch changed; resynchronising", "room", r.name)
+		}
+		r.epoch, r.lastSeq = env.Epoch, 0
+	}
+	switch {
+	case env.Seq <= r.lastSeq:
+		r.h.metrics.duplicates.Inc()
+		return
+	case env.Seq > r.lastSeq+1:
+		r.startBackfillLocked()
+		r.pending = append(r.pending, env)
+		return
+	}
+	r.lastSeq = env.Seq
+	f, err := r.h.storedFrame(r.name, env.Epoch, env.Seq, env.Data)
+	if err != nil {
+		r.h.log.Error("dropping malformed delivery", "room", r.name, "seq", env.Seq, "err", err)
+		return
+	}
+	for _, s := range r.members {
+		s.deliverStored(f)
+	}
+}
+
+func (r *room) startBackfillLocked() {
+	if r.recovering {
+		return
+	}
+	r.recovering = true
+	r.h.metrics.backfills.Inc()
+	r.h.wg.Add(1)
+	go r.backfill()
+}
+
+// backfill reads what the room missed from history, delivers it in order,
+// then the deliveries that waited meanwhile. It retries with backoff while
+// the store is unavailable and gives up only when the hub stops.
+func (r *room) backfill() {
+	defer r.h.wg.Done()
+	ctx := r.h.bg
+	wait := 50 * time.Millisecond
+	for {
+		r.mu.Lock()
+		epoch, after := r.epoch, r.lastSeq
+		r.mu.Unlock()
+		page, err := r.h.cfg.History.Since(ctx, r.name, epoch, after, backfillPage)
+		if err != nil {
+			r.h.log.Warn("backfill failed; retrying", "room", r.name, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 2*time.Second)
+			continue
+		}
+		r.mu.Lock()
+		if page.Truncated {
+			// More was lost than history keeps, or the log was reset: take
+			// what there is; sessions see the jump and say so.
+			r.epoch = page.Position.Epoch
+			r.lastSeq = 0
+			if len(page.Entries) > 0 {
+				r.lastSeq = page.Entries[0].Seq - 1
+			}
+		}
+		r.recovering = false
+		for _, e := range page.Entries {
+			r.acceptLocked(pubsub.Envelope{Room: r.name, Seq: e.Seq, Epoch: page.Position.Epoch, Data: e.Data})
+		}
+		if r.lastSeq < page.Position.Seq && len(page.Entries) == backfillPage {
+			r.recovering = true // more pages to read
+			r.mu.Unlock()
+			continue
+		}
+		pending := r.pending
+		r.pending = nil
+		r.acceptAllLocked(pending)
+		r.mu.Unlock()
+		return
+	}
+}
+
+// fanoutEvent delivers an ephemeral event to the room's event sessions.
+func (h *Hub) fanoutEvent(r *room, env pubsub.Envelope) {
+	origin, m, err := decodeRecord(env.Data)
+	if err != nil {
+		h.log.Error("dropping malformed event", "room", r.name, "err", err)
+		return
+	}
+	m.Room = r.name
+	f := NewFrame(m)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.members {
+		if s.events && s.origin != origin {
+			s.send(f)
+		}
+	}
+}
+
+// checkPositions compares each room's last delivered id with the log's, to
+// catch a lost tail, every PositionCheckInterval and after a bus reconnect.
+func (h *Hub) checkPositions() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.PositionCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.bg.Done():
+			return
+		case <-t.C:
+		case <-h.recheck:
+		}
+		for _, r := range h.rooms() {
+			pos, err := h.cfg.History.Position(h.bg, r.name)
+			if err != nil {
+				h.log.Debug("position check failed", "room", r.name, "err", err)
+				continue
+			}
+			r.mu.Lock()
+			if r.known && !r.recovering && pos.Epoch != "" && (pos.Epoch != r.epoch || pos.Seq > r.lastSeq) {
+				r.startBackfillLocked()
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (h *Hub) rooms() []*room {
+	var out []*room
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, r := range sh.rooms {
+			out = append(out, r)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}

@@ -1,0 +1,284 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"example.com/chat/api"
+)
+
+// Transport is a session's connection to its client, implemented by the
+// edges (pkg/rpc, pkg/ws).
+type Transport interface {
+	// Write writes frames to the client, in order. Only the session's writer
+	// goroutine calls it, never concurrently. ctx is the session's context:
+	// it is cancelled when the session closes without a flush, and Write must
+	// then return promptly.
+	Write(ctx context.Context, frames []*Frame) error
+	// Close ends the connection, telling the client reason where the wire
+	// allows. The writer goroutine calls it exactly once, after its last
+	// Write.
+	Close(reason CloseReason)
+}
+
+// JoinOptions are what a client asks for when it joins.
+type JoinOptions struct {
+	// User is the client's user name (authenticated or claimed).
+	User string
+	// Room to join; empty means DefaultRoom.
+	Room string
+	// Transport names the edge ("grpc", "ws") for logs and metrics.
+	Transport string
+	// Events asks for events (join, leave, typing, acks, errors) and not only
+	// chat messages. Seed clients cannot tell events apart, so they get none.
+	Events bool
+	// History is how many recent messages to replay; zero means the hub's
+	// HistorySize, which also caps it.
+	History int
+	// NoHistory skips the replay entirely.
+	NoHistory bool
+	// AfterSeq and Epoch resume: replay everything after AfterSeq if the log
+	// still holds it in that epoch.
+	AfterSeq uint64
+	Epoch    string
+}
+
+// Session is one client stream in one room. Its methods are safe for
+// concurrent use.
+type Session struct {
+	hub       *Hub
+	id        uint64
+	origin    string
+	user      string
+	room      *room
+	transport string
+	events    bool
+	t         Transport
+	log       *slog.Logger
+
+	ctx    context.Context // done when the session stops writing
+	cancel context.CancelFunc
+	wake   chan struct{}
+
+	mu      sync.Mutex
+	queue   []*Frame
+	queued  int // bytes in queue
+	closing bool
+	reason  CloseReason
+	syncing bool     // joining: stored frames wait in pending
+	pending []*Frame // stored frames that arrived while syncing
+	lastSeq uint64   // newest stored id this session has seen
+	epoch   string   // epoch of lastSeq
+}
+
+// User returns the session's user name.
+func (s *Session) User() string { return s.user }
+
+// Room returns the session's room.
+func (s *Session) Room() string { return s.room.name }
+
+// Context is done once the session has stopped writing: right away for a
+// slow or broken client, after flushing the queue for an orderly close. An
+// edge whose handler must return to release its connection (gRPC) waits on
+// it.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Reason returns why the session closed; meaningful once Context is done.
+func (s *Session) Reason() CloseReason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+
+// Close ends the session with reason. For reasons that flush (normal,
+// shutdown, ...) queued frames are written first. Only the first call counts.
+func (s *Session) Close(reason CloseReason) {
+	s.mu.Lock()
+	first := s.closeLocked(reason)
+	s.mu.Unlock()
+	if first {
+		s.afterClose(reason)
+	}
+}
+
+// closeLocked marks the session closing; s.mu must be held. It reports
+// whether this was the first close, in which case the caller must call
+// afterClose once the lock is released.
+func (s *Session) closeLocked(reason CloseReason) bool {
+	if s.closing {
+		return false
+	}
+	s.closing = true
+	s.reason = reason
+	return true
+}
+
+func (s *Session) afterClose(reason CloseReason) {
+	if !reason.flushes() {
+		// No flush for a peer that cannot take it: cancelling unblocks a
+		// stuck Write and lets the gRPC handler return.
+		s.cancel()
+	}
+	s.signal()
+	s.hub.metrics.disconnect(reason)
+	if reason == CloseSlowConsumer {
+		s.hub.warn(s.log, "closing slow consumer", "reason", reason.String())
+	} else {
+		s.log.Debug("session closing", "reason", reason.String())
+	}
+}
+
+func (s *Session) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueueLocked appends f to the queue, or closes the session as a slow
+// consumer when the queue is over its byte limit. s.mu must be held. It
+// returns true when the caller must call afterClose(CloseSlowConsumer).
+func (s *Session) enqueueLocked(f *Frame) (closed bool) {
+	if s.closing {
+		return false
+	}
+	if s.queued+f.size > s.hub.cfg.MaxQueueBytes {
+		s.queue = nil
+		s.queued = 0
+		return s.closeLocked(CloseSlowConsumer)
+	}
+	s.queue = append(s.queue, f)
+	s.queued += f.size
+	if len(s.queue) == 1 {
+		s.signal()
+	}
+	return false
+}
+
+// send queues an event or ack for this session only.
+func (s *Session) send(f *Frame) {
+	s.mu.Lock()
+	slow := s.enqueueLocked(f)
+	s.mu.Unlock()
+	if slow {
+		s.afterClose(CloseSlowConsumer)
+	}
+}
+
+// deliverStored offers a stored message to the session. The session that
+// sent it gets no copy but still counts the id, so that it sees no gap.
+func (s *Session) deliverStored(f *Frame) {
+	s.mu.Lock()
+	slow := s.deliverStoredLocked(f)
+	s.mu.Unlock()
+	if slow {
+		s.afterClose(CloseSlowConsumer)
+	}
+}
+
+func (s *Session) deliverStoredLocked(f *Frame) (slow bool) {
+	if s.syncing {
+		s.pending = append(s.pending, f)
+		return false
+	}
+	m := f.msg
+	if m.Epoch != s.epoch {
+		// The room's log was lost and restarted: ids begin again.
+		old := s.epoch
+		s.epoch, s.lastSeq = m.Epoch, 0
+		if old != "" && s.events {
+			if s.enqueueLocked(s.hub.truncatedFrame(s.room.name, m.Epoch, "the room's history was reset")) {
+				return true
+			}
+		}
+	}
+	if m.Seq <= s.lastSeq {
+		return false // seen already (history replay, backfill, or a re-delivery)
+	}
+	if s.lastSeq != 0 && m.Seq > s.lastSeq+1 && s.events {
+		// The room could not fill this gap (it is older than the history
+		// kept): say so rather than lose messages silently.
+		if s.enqueueLocked(s.hub.truncatedFrame(s.room.name, m.Epoch, "messages were lost: they are older than the history kept")) {
+			return true
+		}
+	}
+	s.lastSeq = m.Seq
+	if f.origin == s.origin {
+		return false
+	}
+	return s.enqueueLocked(f)
+}
+
+// finishSync ends the join: it queues the history page, then whatever
+// arrived live meanwhile, deduplicated by id.
+func (s *Session) finishSync(frames []*Frame, epoch string, truncated bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncing = false
+	s.epoch = epoch
+	var slow bool
+	if truncated && s.events {
+		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, epoch, "resume point is no longer in history; here are the latest messages"))
+	}
+	for _, f := range frames {
+		slow = slow || s.deliverStoredLocked(f)
+	}
+	pending := s.pending
+	s.pending = nil
+	for _, f := range pending {
+		slow = slow || s.deliverStoredLocked(f)
+	}
+	if s.events && !slow {
+		slow = s.enqueueLocked(NewFrame(&api.Message{Kind: api.Kind_KIND_LIVE, Room: s.room.name, Epoch: s.epoch, Seq: s.lastSeq}))
+	}
+	if slow {
+		go s.afterClose(CloseSlowConsumer)
+	}
+}
+
+// writeLoop is the session's writer goroutine: it drains the queue in
+// batches, so a client that fell behind catches up with few system calls.
+func (s *Session) writeLoop() {
+	defer s.hub.wg.Done()
+	var batch []*Frame
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.closing {
+			s.mu.Unlock()
+			select {
+			case <-s.wake:
+			case <-s.ctx.Done():
+			}
+			s.mu.Lock()
+		}
+		batch, s.queue = s.queue, batch[:0]
+		s.queued = 0
+		closing := s.closing
+		s.mu.Unlock()
+
+		if s.ctx.Err() != nil {
+			break
+		}
+		if len(batch) > 0 {
+			if err := s.t.Write(s.ctx, batch); err != nil {
+				s.log.Debug("write failed", "err", err)
+				s.Close(CloseWriteError)
+				break
+			}
+			s.hub.metrics.delivered.Add(float64(len(batch)))
+			clear(batch)
+		}
+		if closing {
+			s.mu.Lock()
+			empty := len(s.queue) == 0
+			s.mu.Unlock()
+			if empty {
+				break
+			}
+		}
+	}
+	s.cancel()
+	s.t.Close(s.Reason())
+	s.hub.leave(s)
+}

@@ -1,0 +1,34 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+
+	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/pubsub"
+)
+
+// backends are the bus and the log a node runs on.
+type backends struct {
+	name    string
+	broker  pubsub.Broker
+	history history.Store
+	ping    func(context.Context) error
+	close   func()
+}
+
+func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
+	if cfg.RedisURL == "" {
+		log.Info("no -redis-url: running on the embedded in-memory backend (single node)")
+		mem := history.NewMemory(history.MemoryConfig{Size: cfg.HistorySize})
+		b := pubsub.NewMemory(mem)
+		return &backends{
+			name:    "memory",
+			broker:  b,
+			history: mem,
+			ping:    func(context.Context) error { return nil },
+			close:   func() { b.Close() },
+		}, nil
+	}
+	return openRedis(ctx, cfg, log)
+}

@@ -1,0 +1,93 @@
+package node
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Config is a node's configuration, from flags, each of which falls back to
+// an environment variable (CHAT_ plus the flag name in upper snake case).
+type Config struct {
+	GRPCAddr        string
+	HTTPAddr        string
+	RedisURL        string
+	HistorySize     int
+	HistoryTTL      time.Duration
+	MaxTextBytes    int
+	MaxQueueBytes   int
+	NodeID          string
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	AllowedOrigins  []string
+}
+
+// EnvName returns the environment variable that backs flag name.
+func EnvName(flagName string) string {
+	return "CHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ParseConfig parses args (without the program name), with getenv supplying
+// defaults for flags not given.
+func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: node [flags]\n\nRuns one chat node. Every flag can also be set with the environment variable shown.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(out, "  -%s (env %s, default %q)\n    \t%s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
+		})
+	}
+	var origins, level string
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics)")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL (redis://host:port/db) to join a cluster; empty runs on the embedded in-memory default")
+	fs.IntVar(&c.HistorySize, "history-size", 100, "messages kept per room and replayed on join (last N)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long an idle room's history is kept in Redis")
+	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 16<<10, "largest message text accepted, in bytes")
+	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 1<<20, "bytes queued for one client before it is disconnected as a slow consumer")
+	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in logs (empty: random)")
+	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful drain may take before connections are cut")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "after SIGTERM, how long to stay up not-ready before closing clients (lets a load balancer notice)")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
+
+	// Environment first, so that explicit flags override it.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(EnvName(f.Name)); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("node: %s=%q: %w", EnvName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("node: unexpected argument %q", fs.Arg(0))
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return c, fmt.Errorf("node: -log-level: %w", err)
+	}
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	if c.HistorySize <= 0 {
+		return c, fmt.Errorf("node: -history-size must be positive")
+	}
+	return c, nil
+}
+
+// flagHelp is flag.ErrHelp: -h printed the usage, and Run exits cleanly.
+var flagHelp = flag.ErrHelp

@@ -1,0 +1,90 @@
+package pubsub
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnavailable reports that the bus cannot be reached. Callers surface it
+// as a retryable error and never drop the message silently.
+var ErrUnavailable = errors.New("pubsub: broker unavailable")
+
+// ErrClosed is returned by a Broker after Close.
+var ErrClosed = errors.New("pubsub: broker closed")
+
+// Envelope is one delivery from the bus.
+type Envelope struct {
+	// Room the message was published to.
+	Room string
+	// Seq is the message's sequence id in the room's log; zero for ephemeral
+	// events, which have none.
+	Seq uint64
+	// Epoch is the room's log epoch that Seq belongs to; empty when Seq is 0.
+	Epoch string
+	// Data is the published payload. The Handler may keep it; the Broker
+	// does not reuse it.
+	Data []byte
+}
+
+// Handler receives what the bus delivers.
+type Handler interface {
+	// HandleMessage is called for every delivery of a subscribed room, in
+	// publish order per room, from the Broker's receive loop. It must return
+	// quickly and never block: anything slow is handed off.
+	HandleMessage(env Envelope)
+	// HandleReconnect is called after the Broker lost its subscriptions and
+	// re-established them. Deliveries published in between are lost; the
+	// handler recovers them from history.
+	HandleReconnect()
+}
+
+// PublishOptions tune one Publish.
+type PublishOptions struct {
+	// Ephemeral events are broadcast but not stored: no sequence id, no
+	// history, no idempotency.
+	Ephemeral bool
+	// IdempotencyKey, when not empty, makes a retried publish with the same
+	// key (within the broker's idempotency window, minutes) return the
+	// original sequence id with Duplicate set, without storing or
+	// broadcasting again.
+	IdempotencyKey string
+}
+
+// PublishResult says where a stored message landed.
+type PublishResult struct {
+	// Seq is the sequence id assigned to the message (zero if Ephemeral).
+	Seq uint64
+	// Epoch of the room's log.
+	Epoch string
+	// Duplicate is set when IdempotencyKey was already used; Seq is then the
+	// id the first publish got.
+	Duplicate bool
+}
+
+// Broker publishes to rooms and subscribes this node to them. Methods are
+// safe for concurrent use.
+type Broker interface {
+	// Register sets the Handler for deliveries. The hub calls it once at
+	// construction, before any Subscribe; deliveries before that are dropped.
+	Register(h Handler)
+
+	// Publish stores data in the room's log and broadcasts it to every
+	// subscribed node, atomically: the sequence id order is the delivery
+	// order. With opts.Ephemeral it only broadcasts. A returned error means
+	// the message may not have been stored; the caller reports it to the
+	// sender (who may retry with the same IdempotencyKey).
+	Publish(ctx context.Context, room string, data []byte, opts PublishOptions) (PublishResult, error)
+
+	// Subscribe starts deliveries of room to this node. It returns only once
+	// the subscription is live: a message published after Subscribe returns
+	// is delivered (barring a reconnect, which HandleReconnect reports).
+	// Subscribing to a room twice is harmless.
+	Subscribe(ctx context.Context, room string) error
+
+	// Unsubscribe stops deliveries of room. Deliveries already in flight may
+	// still arrive.
+	Unsubscribe(ctx context.Context, room string) error
+
+	// Close releases the broker's connections. Deliveries stop.
+	Close() error
+}

@@ -1,0 +1,14 @@
+// Package pubsub is the bus between nodes: it publishes a room's messages and
+// delivers them to every node subscribed to the room.
+//
+// Stored messages are published through the log (see Broker.Publish): the
+// sequence id is assigned, the message appended to the room's capped history
+// and broadcast in one atomic step, so history order and live order agree.
+// Ephemeral events (typing, join, leave) skip the log.
+//
+// Deliveries reach the single Handler registered with Register. The receive
+// loop calls it inline and never waits on anything else, so a Handler must not
+// block. Deliveries can still be lost (a Redis reconnect, a dropped
+// subscriber connection); Handler.HandleReconnect says when, and the caller
+// recovers from history by sequence id.
+package pubsub

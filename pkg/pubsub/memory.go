@@ -1,0 +1,95 @@
+package pubsub
+
+import (
+	"context"
+	"sync"
+
+	"example.com/chat/pkg/history"
+)
+
+var _ Broker = (*Memory)(nil)
+
+// Memory is the embedded single-node bus: publishes go through a
+// history.Memory log and are delivered synchronously to the handler.
+type Memory struct {
+	log *history.Memory
+
+	mu      sync.RWMutex
+	handler Handler
+	subs    map[string]bool
+	closed  bool
+}
+
+// NewMemory returns a bus whose stored publishes append to log.
+func NewMemory(log *history.Memory) *Memory {
+	return &Memory{log: log, subs: make(map[string]bool)}
+}
+
+// Register implements Broker.
+func (m *Memory) Register(h Handler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handler = h
+}
+
+// Publish implements Broker.
+func (m *Memory) Publish(ctx context.Context, room string, data []byte, opts PublishOptions) (PublishResult, error) {
+	if err := ctx.Err(); err != nil {
+		return PublishResult{}, err
+	}
+	m.mu.RLock()
+	closed := m.closed
+	m.mu.RUnlock()
+	if closed {
+		return PublishResult{}, ErrClosed
+	}
+	if opts.Ephemeral {
+		m.deliver(Envelope{Room: room, Data: data})
+		return PublishResult{}, nil
+	}
+	// Delivering inside Append's callback keeps the room locked, so
+	// concurrent publishes reach the handler in sequence order.
+	res := m.log.Append(room, data, opts.IdempotencyKey, func(r history.AppendResult) {
+		if !r.Duplicate {
+			m.deliver(Envelope{Room: room, Seq: r.Entry.Seq, Epoch: r.Epoch, Data: data})
+		}
+	})
+	return PublishResult{Seq: res.Entry.Seq, Epoch: res.Epoch, Duplicate: res.Duplicate}, nil
+}
+
+func (m *Memory) deliver(env Envelope) {
+	m.mu.RLock()
+	h, ok := m.handler, m.subs[env.Room]
+	m.mu.RUnlock()
+	if ok && h != nil {
+		h.HandleMessage(env)
+	}
+}
+
+// Subscribe implements Broker.
+func (m *Memory) Subscribe(ctx context.Context, room string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.subs[room] = true
+	return nil
+}
+
+// Unsubscribe implements Broker.
+func (m *Memory) Unsubscribe(ctx context.Context, room string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.subs, room)
+	return nil
+}
+
+// Close implements Broker.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.subs = map[string]bool{}
+	return nil
+}

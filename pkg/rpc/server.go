@@ -1,0 +1,245 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"example.com/chat/api"
+	"example.com/chat/pkg/hub"
+)
+
+// Config configures a Server. Hub is required.
+type Config struct {
+	// Hub receives the sessions.
+	Hub *hub.Hub
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Identify, when set, returns the authenticated user of a call's context
+	// (set by the auth interceptors). Nil means open mode: the first message
+	// names the user.
+	Identify func(ctx context.Context) (user string, ok bool)
+}
+
+// Server implements chat.Chat.
+type Server struct {
+	api.UnimplementedChatServer
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger}
+}
+
+// Register registers the service on gs.
+func (s *Server) Register(gs *grpc.Server) { api.RegisterChatServer(gs, s) }
+
+func (s *Server) user(ctx context.Context, claimed string) string {
+	if s.cfg.Identify != nil {
+		if u, ok := s.cfg.Identify(ctx); ok {
+			return u
+		}
+	}
+	return claimed
+}
+
+// Stream implements chat.Chat.
+func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	j := first.GetJoin()
+	t := &transport{stream: stream}
+	sess, err := s.cfg.Hub.Join(ctx, t, hub.JoinOptions{
+		User:      s.user(ctx, first.GetUser()),
+		Room:      first.GetRoom(),
+		Transport: "grpc",
+		Events:    j.GetEvents(),
+		History:   int(j.GetHistory()),
+		NoHistory: j.GetNoHistory(),
+		AfterSeq:  j.GetAfterSeq(),
+		Epoch:     j.GetEpoch(),
+	})
+	if err != nil {
+		return Status(err)
+	}
+	events := j.GetEvents()
+
+	// The reader reports the first error that ends the stream: io.EOF,
+	// a transport error, or a rejected message the client must hear about.
+	errc := make(chan error, 1)
+	go func() {
+		m := first
+		if m.GetText() == "" && m.GetKind() != api.Kind_KIND_TYPING {
+			m = nil // a bare join
+		}
+		for {
+			if m != nil {
+				if err := sess.Publish(ctx, m); err != nil {
+					e := hub.AsError(err)
+					if events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
+						// Retryable: tell the client, keep the stream.
+						sess.SendError(&api.Error{Code: int32(Code(e)), Message: e.Msg, RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+					} else {
+						errc <- err
+						return
+					}
+				}
+			}
+			var err error
+			if m, err = stream.Recv(); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+
+	select {
+	case err := <-errc:
+		if e := hub.AsError(err); e != nil && e.Kind != hub.KindClosed {
+			sess.Close(hub.CloseReasonForError(err))
+			<-sess.Context().Done()
+			return Status(err)
+		}
+		// The client closed its side (or went away): flush and end.
+		sess.Close(hub.CloseNormal)
+		<-sess.Context().Done()
+		if sess.Reason() == hub.CloseNormal {
+			return nil
+		}
+		return CloseStatus(sess.Reason())
+	case <-sess.Context().Done():
+		// The hub ended the session (slow consumer, shutdown, ...).
+		// Returning releases a Send stuck on a client that stopped reading.
+		return CloseStatus(sess.Reason())
+	}
+}
+
+// transport implements hub.Transport over a server stream.
+type transport struct {
+	stream grpc.ServerStream
+}
+
+// Write sends frames; the codec reuses each frame's shared encoding.
+func (t *transport) Write(ctx context.Context, frames []*hub.Frame) error {
+	for _, f := range frames {
+		if err := t.stream.SendMsg(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close is a no-op: the handler returns the session's status.
+func (t *transport) Close(hub.CloseReason) {}
+
+// History implements chat.Chat.
+func (s *Server) History(ctx context.Context, req *api.HistoryRequest) (*api.HistoryResponse, error) {
+	msgs, epoch, truncated, err := s.cfg.Hub.History(ctx, req.GetRoom(), int(req.GetLimit()), req.GetAfterSeq())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &api.HistoryResponse{Messages: msgs, Epoch: epoch, Truncated: truncated}, nil
+}
+
+// Send implements chat.Chat.
+func (s *Server) Send(ctx context.Context, req *api.SendRequest) (*api.Message, error) {
+	m := req.GetMessage()
+	if m == nil {
+		return nil, status.Error(codes.InvalidArgument, "message is required")
+	}
+	in := proto.Clone(m).(*api.Message)
+	in.User = s.user(ctx, m.GetUser())
+	in.Room = req.GetRoom()
+	out, err := s.cfg.Hub.Publish(ctx, in)
+	if err != nil {
+		return nil, Status(err)
+	}
+	return out, nil
+}
+
+// Status maps a hub error to a gRPC status.
+func Status(err error) error {
+	e := hub.AsError(err)
+	if e == nil {
+		if errors.Is(err, context.Canceled) {
+			return status.Error(codes.Canceled, "canceled")
+		}
+		return status.Error(codes.Internal, "internal error")
+	}
+	return status.Error(Code(e), e.Msg)
+}
+
+// Code maps a hub error kind to a gRPC code.
+func Code(e *hub.Error) codes.Code {
+	switch e.Kind {
+	case hub.KindInvalid:
+		return codes.InvalidArgument
+	case hub.KindTooLarge, hub.KindRateLimited:
+		return codes.ResourceExhausted
+	case hub.KindForbidden:
+		return codes.PermissionDenied
+	default:
+		return codes.Unavailable
+	}
+}
+
+// CloseStatus maps the reason a session closed to the stream's status.
+func CloseStatus(r hub.CloseReason) error {
+	switch r {
+	case hub.CloseNormal:
+		return nil
+	case hub.CloseSlowConsumer:
+		return status.Error(codes.ResourceExhausted, "slow consumer: the client did not read fast enough; reconnect and resume")
+	case hub.CloseShutdown:
+		return status.Error(codes.Unavailable, "node shutting down: reconnect (to any node) and resume")
+	case hub.CloseUnauthenticated:
+		return status.Error(codes.Unauthenticated, "token expired: reconnect with a fresh token")
+	case hub.CloseInvalidInput:
+		return status.Error(codes.InvalidArgument, "invalid input")
+	case hub.CloseTooLarge:
+		return status.Error(codes.ResourceExhausted, "input too large")
+	default:
+		return status.Error(codes.Unavailable, "connection lost: reconnect and resume")
+	}
+}
+
+// Codec is the server's "proto" codec: it sends a hub.Frame's shared
+// encoding as is, so fan-out marshals once per message, not once per
+// stream, and handles everything else like the default codec. Install it
+// with grpc.ForceServerCodecV2(rpc.Codec{}).
+type Codec struct{}
+
+var protoCodec = encoding.GetCodecV2("proto")
+
+// Marshal implements encoding.CodecV2.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*hub.Frame); ok {
+		return mem.BufferSlice{mem.SliceBuffer(f.Proto())}, nil
+	}
+	return protoCodec.Marshal(v)
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
+
+// Name implements encoding.CodecV2.
+func (Codec) Name() string { return "proto" }

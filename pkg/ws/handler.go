@@ -1,0 +1,321 @@
+package ws
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"example.com/chat/api"
+	"example.com/chat/pkg/hub"
+	"example.com/chat/pkg/rpc"
+)
+
+// Config configures a Handler. Hub is required.
+type Config struct {
+	// Hub receives the sessions.
+	Hub *hub.Hub
+	// Logger receives the handler's logs; nil discards them.
+	Logger *slog.Logger
+	// OriginPatterns are the extra origins (host patterns, as in
+	// websocket.AcceptOptions) allowed to connect; the page's own origin is
+	// always allowed.
+	OriginPatterns []string
+	// WriteTimeout bounds one batch of writes to a client. Zero means 10 s.
+	WriteTimeout time.Duration
+	// PingInterval is how often an idle connection is pinged; a peer that
+	// does not answer within another interval is closed. Zero means 30 s.
+	PingInterval time.Duration
+	// Identify, when set, returns the authenticated user of the upgrade
+	// request (or an error: the edge then answers 401 before upgrading).
+	// Nil means open mode: the first frame names the user.
+	Identify func(r *http.Request) (user string, err error)
+}
+
+// Handler serves WebSocket chat streams.
+type Handler struct {
+	cfg       Config
+	log       *slog.Logger
+	readLimit int64
+}
+
+// New returns a Handler.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 30 * time.Second
+	}
+	// A frame may hold a maximal text, JSON-escaped (up to 6 bytes per byte
+	// for control characters), plus the other fields.
+	limit := int64(cfg.Hub.Config().MaxTextBytes)*6 + 4096
+	return &Handler{cfg: cfg, log: cfg.Logger, readLimit: limit}
+}
+
+var unmarshalOpts = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+// ServeHTTP upgrades the request and runs the session until either side
+// ends it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	user := ""
+	if h.cfg.Identify != nil {
+		u, err := h.cfg.Identify(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		user = u
+	}
+	cw := &corkWriter{ResponseWriter: w}
+	c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
+		OriginPatterns:  h.cfg.OriginPatterns,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		h.log.Debug("websocket upgrade refused", "err", err)
+		return
+	}
+	c.SetReadLimit(h.readLimit)
+	// r.Context() must not be used after the upgrade: the connection is
+	// hijacked. The session has its own context.
+	conn := &conn{h: h, c: c, cork: cw.conn, user: user}
+	conn.run(context.Background())
+}
+
+// conn is one WebSocket client; it implements hub.Transport.
+type conn struct {
+	h    *Handler
+	c    *websocket.Conn
+	cork *corkConn
+	user string
+	sess *hub.Session
+}
+
+func (k *conn) run(ctx context.Context) {
+	defer k.c.CloseNow()
+	first, ok := k.readFirst(ctx)
+	if !ok {
+		return
+	}
+	user := first.GetUser()
+	if k.user != "" {
+		user = k.user
+	}
+	j := first.GetJoin()
+	sess, err := k.h.cfg.Hub.Join(ctx, k, hub.JoinOptions{
+		User:      user,
+		Room:      first.GetRoom(),
+		Transport: "ws",
+		Events:    j.GetEvents(),
+		History:   int(j.GetHistory()),
+		NoHistory: j.GetNoHistory(),
+		AfterSeq:  j.GetAfterSeq(),
+		Epoch:     j.GetEpoch(),
+	})
+	if err != nil {
+		k.fail(ctx, err)
+		return
+	}
+	k.sess = sess
+	if first.GetText() != "" || first.GetKind() == api.Kind_KIND_TYPING {
+		if !k.publish(ctx, first) {
+			<-sess.Context().Done()
+			return
+		}
+	}
+	go k.pinger(sess.Context())
+	k.readLoop(sess)
+	<-sess.Context().Done()
+}
+
+// readFirst reads frames until one is a valid join message.
+func (k *conn) readFirst(ctx context.Context) (*api.Message, bool) {
+	for {
+		m, ok := k.readMessage(ctx)
+		if m != nil || !ok {
+			return m, ok
+		}
+	}
+}
+
+// readMessage reads one frame. It returns (nil, true) for a malformed frame
+// that was answered with an error frame, and (nil, false) when the
+// connection is done.
+func (k *conn) readMessage(ctx context.Context) (*api.Message, bool) {
+	typ, data, err := k.c.Read(ctx)
+	if err != nil {
+		return nil, false
+	}
+	if typ != websocket.MessageText {
+		k.c.Close(websocket.StatusUnsupportedData, "binary frames are not supported: send JSON text frames")
+		return nil, false
+	}
+	m := new(api.Message)
+	if err := unmarshalOpts.Unmarshal(data, m); err != nil {
+		k.writeError(ctx, codes.InvalidArgument, "frame is not a valid chat.Message in JSON: "+shorten(err.Error()), 0)
+		return nil, true
+	}
+	return m, true
+}
+
+func (k *conn) readLoop(sess *hub.Session) {
+	ctx := sess.Context()
+	for {
+		m, ok := k.readMessage(ctx)
+		if !ok {
+			sess.Close(hub.CloseNormal)
+			return
+		}
+		if m == nil {
+			continue
+		}
+		if !k.publish(ctx, m) {
+			return
+		}
+	}
+}
+
+// publish sends m; a rejected message gets an error frame and the
+// connection goes on. It returns false when the session is over.
+func (k *conn) publish(ctx context.Context, m *api.Message) bool {
+	err := k.sess.Publish(ctx, m)
+	if err == nil {
+		return true
+	}
+	e := hub.AsError(err)
+	if e == nil || e.Kind == hub.KindClosed {
+		return false
+	}
+	if e.Kind != hub.KindUnavailable {
+		k.h.log.Debug("message rejected", "user", k.sess.User(), "err", err)
+	}
+	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: e.Msg, RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+	return true
+}
+
+// fail answers a failed join: an error frame, then a close.
+func (k *conn) fail(ctx context.Context, err error) {
+	e := hub.AsError(err)
+	if e == nil {
+		e = &hub.Error{Kind: hub.KindUnavailable, Msg: "internal error"}
+	}
+	k.writeError(ctx, Code(e), e.Msg, e.RetryAfterMs)
+	status := websocket.StatusPolicyViolation
+	switch e.Kind {
+	case hub.KindUnavailable, hub.KindClosed:
+		status = websocket.StatusTryAgainLater
+	case hub.KindTooLarge:
+		status = websocket.StatusMessageTooBig
+	}
+	k.c.Close(status, truncateReason(e.Msg))
+}
+
+func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retryMs int64) {
+	b, _ := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: msg, RetryAfterMs: retryMs}})
+	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
+	defer cancel()
+	_ = k.c.Write(wctx, websocket.MessageText, b)
+}
+
+// Write implements hub.Transport: the batch leaves in one system call.
+func (k *conn) Write(ctx context.Context, frames []*hub.Frame) error {
+	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
+	defer cancel()
+	k.cork.cork()
+	for _, f := range frames {
+		if err := k.c.Write(wctx, websocket.MessageText, frameJSON(f)); err != nil {
+			_ = k.cork.uncork(k.h.cfg.WriteTimeout)
+			return fmt.Errorf("ws: write: %w", err)
+		}
+	}
+	if err := k.cork.uncork(k.h.cfg.WriteTimeout); err != nil {
+		return fmt.Errorf("ws: flush: %w", err)
+	}
+	return nil
+}
+
+// frameJSON is the client's view of f: error events are sent in the
+// gateway's error shape so one parser handles both.
+func frameJSON(f *hub.Frame) []byte { return f.JSON() }
+
+// Close implements hub.Transport.
+func (k *conn) Close(reason hub.CloseReason) {
+	status, text := CloseStatus(reason)
+	if reason == hub.CloseSlowConsumer || reason == hub.CloseWriteError {
+		// The peer is not reading: a close handshake would only wait.
+		k.c.CloseNow()
+		return
+	}
+	k.c.Close(status, text)
+}
+
+// pinger keeps idle connections alive through proxies and finds dead peers.
+func (k *conn) pinger(ctx context.Context) {
+	t := time.NewTicker(k.h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, k.h.cfg.PingInterval)
+		err := k.c.Ping(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				k.sess.Close(hub.CloseWriteError)
+			}
+			return
+		}
+	}
+}
+
+// CloseStatus maps a close reason to the WebSocket close code and text.
+func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
+	switch r {
+	case hub.CloseNormal:
+		return websocket.StatusNormalClosure, ""
+	case hub.CloseSlowConsumer:
+		return websocket.StatusPolicyViolation, "slow consumer: not reading fast enough"
+	case hub.CloseShutdown:
+		return websocket.StatusServiceRestart, "service restart: reconnect"
+	case hub.CloseInvalidInput:
+		return websocket.StatusPolicyViolation, "invalid input"
+	case hub.CloseTooLarge:
+		return websocket.StatusMessageTooBig, "message too large"
+	case hub.CloseUnauthenticated:
+		return websocket.StatusPolicyViolation, "unauthenticated: token expired"
+	default:
+		return websocket.StatusTryAgainLater, "try again later"
+	}
+}
+
+// Code maps a hub error to its google.rpc code, as the gateway would.
+func Code(e *hub.Error) codes.Code { return rpc.Code(e) }
+
+func shorten(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
+// truncateReason fits a close reason into the 123 bytes a close frame has.
+func truncateReason(s string) string {
+	if len(s) > 120 {
+		return s[:120]
+	}
+	return s
+}
+
+var _ hub.Transport = (*conn)(nil)
