@@ -79,7 +79,7 @@ type env struct {
 	log *history.Memory
 }
 
-func newHub(t *testing.T, mod func(*hub.Config)) *env {
+func newHub(t testing.TB, mod func(*hub.Config)) *env {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 10})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, HistorySize: 10}
@@ -100,7 +100,7 @@ func newHub(t *testing.T, mod func(*hub.Config)) *env {
 	return &env{hub: h, log: log}
 }
 
-func (e *env) join(t *testing.T, o hub.JoinOptions, block bool) (*hub.Session, *fakeTransport) {
+func (e *env) join(t testing.TB, o hub.JoinOptions, block bool) (*hub.Session, *fakeTransport) {
 	t.Helper()
 	ft := newFake(block)
 	if o.Transport == "" {

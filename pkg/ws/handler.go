@@ -159,12 +159,23 @@ func (k *conn) readMessage(ctx context.Context) (*api.Message, bool) {
 		k.c.Close(websocket.StatusUnsupportedData, "binary frames are not supported: send JSON text frames")
 		return nil, false
 	}
-	m := new(api.Message)
-	if err := unmarshalOpts.Unmarshal(data, m); err != nil {
-		k.writeError(ctx, codes.InvalidArgument, "frame is not a valid chat.Message in JSON: "+shorten(err.Error()), 0)
+	m, err := DecodeFrame(data)
+	if err != nil {
+		k.writeError(ctx, codes.InvalidArgument, err.Error(), 0)
 		return nil, true
 	}
 	return m, true
+}
+
+// DecodeFrame parses a client's text frame: a chat.Message in protojson.
+// Unknown fields are ignored, so newer clients work with older nodes. The
+// error is fit to show the client.
+func DecodeFrame(data []byte) (*api.Message, error) {
+	m := new(api.Message)
+	if err := unmarshalOpts.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", shorten(err.Error()))
+	}
+	return m, nil
 }
 
 func (k *conn) readLoop(sess *hub.Session) {
