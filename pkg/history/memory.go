@@ -183,7 +183,7 @@ func SincePage(all []Entry, pos Position, epoch string, afterSeq uint64, limit i
 	if len(all) == 0 || all[0].Seq > afterSeq+1 {
 		return Page{Entries: tail(all, limit), Position: pos, Truncated: true}
 	}
-	i := int(afterSeq+1-all[0].Seq) // ids are contiguous within an epoch
+	i := int(afterSeq + 1 - all[0].Seq) // ids are contiguous within an epoch
 	out := all[i:]
 	if limit >= 0 && len(out) > limit {
 		out = out[:limit]

@@ -73,6 +73,9 @@ func (r *room) subscribeLocked(ctx context.Context) error {
 	r.mu.Lock()
 	r.known, r.recovering, r.pending = false, false, nil
 	r.mu.Unlock()
+	// A bus that is down must fail the join promptly, not hang it.
+	ctx, cancel := context.WithTimeout(ctx, r.h.cfg.PublishTimeout)
+	defer cancel()
 	if err := r.h.cfg.Broker.Subscribe(ctx, r.name); err != nil {
 		return &Error{Kind: KindUnavailable, Msg: "message bus is unavailable; retry", Err: err}
 	}

@@ -30,7 +30,9 @@ func start(t *testing.T, extra ...string) node.Addrs {
 	addrs := make(chan node.Addrs, 1)
 	done := make(chan error, 1)
 	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn"}, extra...)
-	go func() { done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a }) }()
+	go func() {
+		done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a })
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -196,7 +198,10 @@ func TestShutdownTellsClientsToReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wc.Write(sctx, websocket.MessageText, []byte(`{"user":"w","join":{"noHistory":true}}`))
+	wc.Write(sctx, websocket.MessageText, []byte(`{"user":"w","join":{"noHistory":true,"events":true}}`))
+	if _, data, err := wc.Read(sctx); err != nil || !strings.Contains(string(data), "KIND_LIVE") {
+		t.Fatalf("ws join: %s %v", data, err)
+	}
 	cancel()
 	for {
 		if _, err = gs.Recv(); err != nil {

@@ -2,10 +2,51 @@ package node
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/pubsub"
 )
 
+// openRedis connects to the Redis of -redis-url. A node that cannot reach
+// Redis at start still starts (not ready) and recovers when Redis comes up:
+// a restart must never be needed.
 func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
-	return nil, errors.New("node: redis backend not wired yet")
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("node: -redis-url: %w", err)
+	}
+	// Fail fast while Redis is down, so clients get a clear Unavailable
+	// instead of waiting; go-redis retries and redials by itself.
+	opts.DialTimeout = 2 * time.Second
+	opts.ReadTimeout = 2 * time.Second
+	opts.WriteTimeout = 2 * time.Second
+	opts.MaxRetries = 1
+	opts.DialerRetries = 1
+	client := redis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		log.Warn("redis unreachable at start; serving not-ready until it answers", "err", err)
+	}
+	b := pubsub.NewRedis(pubsub.RedisConfig{
+		Client:      client,
+		HistorySize: cfg.HistorySize,
+		HistoryTTL:  cfg.HistoryTTL,
+		Logger:      log,
+	})
+	return &backends{
+		name:    "redis",
+		broker:  b,
+		history: history.NewRedis(history.RedisConfig{Client: client}),
+		ping:    func(ctx context.Context) error { return client.Ping(ctx).Err() },
+		close: func() {
+			b.Close()
+			client.Close()
+		},
+	}, nil
 }

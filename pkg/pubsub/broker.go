@@ -34,8 +34,11 @@ type Handler interface {
 	HandleMessage(env Envelope)
 	// HandleReconnect is called after the Broker lost its subscriptions and
 	// re-established them. Deliveries published in between are lost; the
-	// handler recovers them from history.
+	// handler recovers them from history. It may also fire without a real
+	// outage; a spare call must be harmless.
 	HandleReconnect()
+	// Neither method may call the Broker synchronously: Subscribe waits on
+	// the very loop that calls them.
 }
 
 // PublishOptions tune one Publish.

@@ -222,7 +222,9 @@ func (k *conn) fail(ctx context.Context, err error) {
 	k.writeError(ctx, Code(e), e.Msg, e.RetryAfterMs)
 	status := websocket.StatusPolicyViolation
 	switch e.Kind {
-	case hub.KindUnavailable, hub.KindClosed:
+	case hub.KindClosed:
+		status = websocket.StatusServiceRestart
+	case hub.KindUnavailable:
 		status = websocket.StatusTryAgainLater
 	case hub.KindTooLarge:
 		status = websocket.StatusMessageTooBig

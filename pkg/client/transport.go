@@ -1,0 +1,118 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"example.com/chat/api"
+)
+
+func (c *Client) connect(ctx context.Context, addr string) (conn, error) {
+	if c.cfg.Transport == WebSocket {
+		return c.dialWS(ctx, addr)
+	}
+	return c.dialGRPC(ctx, addr)
+}
+
+type grpcConn struct {
+	cc     *grpc.ClientConn
+	stream grpc.BidiStreamingClient[api.Message, api.Message]
+	cancel context.CancelFunc
+	sendMu chan struct{}
+}
+
+func (c *Client) dialGRPC(ctx context.Context, addr string) (conn, error) {
+	creds := insecure.NewCredentials()
+	if c.cfg.TLS != nil {
+		creds = credentials.NewTLS(c.cfg.TLS)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	if c.cfg.Token != "" {
+		sctx = metadata.AppendToOutgoingContext(sctx, "authorization", "Bearer "+c.cfg.Token)
+	}
+	st, err := api.NewChatClient(cc).Stream(sctx)
+	if err != nil {
+		cancel()
+		cc.Close()
+		return nil, fmt.Errorf("client: stream %s: %w", addr, err)
+	}
+	return &grpcConn{cc: cc, stream: st, cancel: cancel, sendMu: make(chan struct{}, 1)}, nil
+}
+
+// send may be called from several goroutines; grpc-go allows one sender.
+func (g *grpcConn) send(m *api.Message) error {
+	g.sendMu <- struct{}{}
+	defer func() { <-g.sendMu }()
+	return g.stream.Send(m)
+}
+func (g *grpcConn) recv() (*api.Message, error) { return g.stream.Recv() }
+func (g *grpcConn) close()                      { g.cancel(); g.cc.Close() }
+
+type wsConn struct {
+	c      *websocket.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (c *Client) dialWS(ctx context.Context, addr string) (conn, error) {
+	scheme := "ws"
+	if c.cfg.TLS != nil {
+		scheme = "wss"
+	}
+	opts := &websocket.DialOptions{HTTPHeader: http.Header{}}
+	if c.cfg.TLS != nil {
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: c.cfg.TLS}}
+	}
+	if c.cfg.Token != "" {
+		opts.HTTPHeader.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	wc, _, err := websocket.Dial(dctx, scheme+"://"+addr+"/v1/chat/stream", opts)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+	}
+	wc.SetReadLimit(1 << 20)
+	cctx, cancel := context.WithCancel(ctx)
+	return &wsConn{c: wc, ctx: cctx, cancel: cancel}, nil
+}
+
+func (w *wsConn) send(m *api.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	return w.c.Write(ctx, websocket.MessageText, b)
+}
+
+func (w *wsConn) recv() (*api.Message, error) {
+	_, data, err := w.c.Read(w.ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := new(api.Message)
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("client: bad frame: %w", err)
+	}
+	if m.Error != nil && m.Kind == api.Kind_KIND_MESSAGE {
+		return nil, fmt.Errorf("client: server error %d: %s", m.Error.Code, m.Error.Message)
+	}
+	return m, nil
+}
+
+func (w *wsConn) close() { w.cancel(); w.c.CloseNow() }

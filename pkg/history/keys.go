@@ -1,0 +1,74 @@
+package history
+
+import "strings"
+
+// DefaultPrefix is the key prefix used when a deployment names none.
+const DefaultPrefix = "chat:"
+
+// Keys is the Redis layout of the rooms of one deployment. The publish path
+// (pubsub.Redis) writes it and the Redis Store reads it, so both build their
+// names here.
+//
+// Every key and the channel of a room carry the hash tag {room}, so that a
+// room's keys live in one Redis Cluster slot and one Lua script may touch
+// them all. Room names are validated by the hub as [A-Za-z0-9_.-]: they hold
+// no braces and no glob characters.
+//
+//	<prefix>{<room>}:meta        hash: "epoch" (random id of the log), "seq" (last id)
+//	<prefix>{<room>}:log         list: "<seq>:<data>", newest first (LPUSH), capped by LTRIM
+//	<prefix>{<room>}:idem:<key>  string: "<epoch>:<seq>" of the first publish with <key>
+//	<prefix>{<room>}:ch          pub/sub channel of the room
+//
+// The zero Keys uses DefaultPrefix.
+type Keys struct {
+	prefix string
+}
+
+// NewKeys returns the layout under prefix, a deployment's namespace such as
+// "chat:" or "staging:chat:". An empty prefix means DefaultPrefix.
+func NewKeys(prefix string) Keys {
+	return Keys{prefix: prefix}
+}
+
+// Prefix returns the deployment prefix all names start with.
+func (k Keys) Prefix() string {
+	if k.prefix == "" {
+		return DefaultPrefix
+	}
+	return k.prefix
+}
+
+// base returns "<prefix>{<room>}:", the start of every name of room.
+func (k Keys) base(room string) string {
+	return k.Prefix() + "{" + room + "}:"
+}
+
+// Meta returns the key of room's meta hash (fields "epoch" and "seq").
+func (k Keys) Meta(room string) string { return k.base(room) + "meta" }
+
+// Log returns the key of room's capped list of entries, newest first, each
+// "<seq>:<data>".
+func (k Keys) Log(room string) string { return k.base(room) + "log" }
+
+// Idempotency returns the key remembering the publish of room made with the
+// idempotency key idemKey.
+func (k Keys) Idempotency(room, idemKey string) string {
+	return k.base(room) + "idem:" + idemKey
+}
+
+// Channel returns the pub/sub channel of room.
+func (k Keys) Channel(room string) string { return k.base(room) + "ch" }
+
+// RoomOfChannel is the inverse of Channel: it returns the room of a channel
+// name, and false if the name is not a room channel of this layout.
+func (k Keys) RoomOfChannel(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, k.Prefix()+"{")
+	if !ok {
+		return "", false
+	}
+	room, ok := strings.CutSuffix(rest, "}:ch")
+	if !ok || room == "" || strings.ContainsAny(room, "{}") {
+		return "", false
+	}
+	return room, true
+}

@@ -1,0 +1,303 @@
+package pubsub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"example.com/chat/pkg/history"
+)
+
+var _ Broker = (*Redis)(nil)
+
+// RedisConfig configures a Redis broker.
+type RedisConfig struct {
+	// Client is the connection to Redis. Required. The broker takes one
+	// connection from it for its subscriptions; it never closes the
+	// client: its owner does, after the broker's Close.
+	Client redis.UniversalClient
+	// Prefix is the deployment's key and channel prefix (see history.Keys).
+	// The history.Redis reading the logs must use the same one. Empty means
+	// history.DefaultPrefix.
+	Prefix string
+	// HistorySize is the number of messages kept per room. Zero means 100.
+	HistorySize int
+	// HistoryTTL is how long a room's log is kept after its last publish:
+	// idle rooms expire, and their next publish starts a new epoch. Zero
+	// means 24 hours.
+	HistoryTTL time.Duration
+	// IdempotencyTTL is how long an idempotency key is remembered. Zero
+	// means five minutes.
+	IdempotencyTTL time.Duration
+	// PingInterval is how long the subscriber connection may stay silent
+	// before the broker pings Redis, and how long it then waits for the
+	// answer before it reconnects. Zero means three seconds.
+	PingInterval time.Duration
+	// Logger receives connection lifecycle events (lost, restored) and
+	// malformed deliveries. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Redis is the Broker for a cluster of nodes sharing one Redis. Stored
+// publishes run one Lua script that appends to the room's log (in the
+// history.Keys layout, read by history.Redis) and publishes on the room's
+// channel in the same atomic step.
+//
+// All subscriptions of a node share one Redis connection, read by one
+// goroutine that the broker owns and that Close waits for. go-redis redials
+// and resubscribes that connection by itself; the broker notices (a read
+// error, a failed ping, or Redis confirming again a subscription it had
+// already confirmed), proves that the subscriptions are back with a PING
+// round trip, and then calls Handler.HandleReconnect.
+type Redis struct {
+	client redis.UniversalClient
+	keys   history.Keys
+	cfg    RedisConfig
+	log    *slog.Logger
+	ps     *redis.PubSub
+
+	// opMu orders the SUBSCRIBE and UNSUBSCRIBE writes of this node with
+	// the state changes in subs that decide them, so that Redis sees them
+	// in the order the broker decided them. The receive loop never takes
+	// it.
+	opMu sync.Mutex
+
+	mu      sync.Mutex
+	handler Handler
+	subs    map[string]*subscription // by channel name
+	waiters map[string]chan struct{} // by PING token, closed on its PONG
+	lost    chan struct{}            // closed (and replaced) when the connection is lost
+	nextTok uint64
+	closed  bool
+
+	closing chan struct{} // closed by Close
+	wg      sync.WaitGroup
+}
+
+// subscription is the state of one subscribed room.
+type subscription struct {
+	room      string
+	confirmed bool // a Subscribe returned nil: Redis confirmed it
+	pending   int  // Subscribe calls waiting for Redis's confirmation
+}
+
+// NewRedis returns a broker on cfg.Client and starts its receive loop.
+// Close stops it.
+func NewRedis(cfg RedisConfig) *Redis {
+	if cfg.HistorySize <= 0 {
+		cfg.HistorySize = 100
+	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = 24 * time.Hour
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = 5 * time.Minute
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 3 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Redis{
+		client:  cfg.Client,
+		keys:    history.NewKeys(cfg.Prefix),
+		cfg:     cfg,
+		log:     log.With("component", "pubsub"),
+		ps:      cfg.Client.Subscribe(context.Background()), // no channel: no I/O yet
+		subs:    make(map[string]*subscription),
+		waiters: make(map[string]chan struct{}),
+		lost:    make(chan struct{}),
+		closing: make(chan struct{}),
+	}
+	b.wg.Add(1)
+	go b.receiveLoop()
+	return b
+}
+
+// Keys returns the layout the broker writes.
+func (b *Redis) Keys() history.Keys { return b.keys }
+
+// Register implements Broker.
+func (b *Redis) Register(h Handler) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.handler = h
+}
+
+// publishScript stores a message and publishes it in one atomic step.
+//
+//	KEYS[1] meta hash, KEYS[2] log list, KEYS[3] idempotency key (optional)
+//	ARGV[1] data, ARGV[2] epoch to create if the room has none,
+//	ARGV[3] history size, ARGV[4] history TTL (ms),
+//	ARGV[5] idempotency TTL (ms), ARGV[6] channel
+//
+// It returns {seq, epoch, duplicate (0 or 1)}. A room without meta has lost
+// its log (expired, evicted, or Redis restarted): its new epoch starts on an
+// empty list. The idempotency key remembers "<epoch>:<seq>", so a key from a
+// lost epoch does not turn a new message into a duplicate of a message that
+// is gone. Seq is formatted with %d: Lua's default number formatting turns
+// large integers into exponent notation.
+var publishScript = redis.NewScript(`
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+if KEYS[3] then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local sep = string.find(seen, ':', 1, true)
+    if sep and string.sub(seen, 1, sep - 1) == epoch then
+      return {string.sub(seen, sep + 1), epoch, 1}
+    end
+  end
+end
+local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
+redis.call('LPUSH', KEYS[2], seq .. ':' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if KEYS[3] then
+  redis.call('SET', KEYS[3], epoch .. ':' .. seq, 'PX', ARGV[5])
+end
+redis.call('PUBLISH', ARGV[6], epoch .. ':' .. seq .. ':' .. ARGV[1])
+return {seq, epoch, 0}
+`)
+
+// Publish implements Broker.
+func (b *Redis) Publish(ctx context.Context, room string, data []byte, opts PublishOptions) (PublishResult, error) {
+	if b.isClosed() {
+		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, ErrClosed)
+	}
+	channel := b.keys.Channel(room)
+	if opts.Ephemeral {
+		err := b.client.Publish(ctx, channel, formatPayload("", 0, data)).Err()
+		if err != nil {
+			return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
+		}
+		return PublishResult{}, nil
+	}
+	keys := []string{b.keys.Meta(room), b.keys.Log(room)}
+	if opts.IdempotencyKey != "" {
+		keys = append(keys, b.keys.Idempotency(room, opts.IdempotencyKey))
+	}
+	reply, err := publishScript.Run(ctx, b.client, keys,
+		data, newEpoch(), b.cfg.HistorySize,
+		b.cfg.HistoryTTL.Milliseconds(), b.cfg.IdempotencyTTL.Milliseconds(), channel,
+	).Slice()
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
+	}
+	res, err := parsePublishReply(reply)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, err)
+	}
+	return res, nil
+}
+
+func parsePublishReply(reply []any) (PublishResult, error) {
+	if len(reply) != 3 {
+		return PublishResult{}, fmt.Errorf("unexpected script reply of %d items", len(reply))
+	}
+	seqStr, _ := reply[0].(string)
+	epoch, _ := reply[1].(string)
+	dup, _ := reply[2].(int64)
+	seq, err := strconv.ParseUint(seqStr, 10, 64)
+	if err != nil || seq == 0 || epoch == "" {
+		return PublishResult{}, fmt.Errorf("unexpected script reply %q", reply)
+	}
+	return PublishResult{Seq: seq, Epoch: epoch, Duplicate: dup == 1}, nil
+}
+
+// The payload of a room channel's message is
+//
+//	<epoch>:<seq>:<data>
+//
+// epoch is the room's log epoch (hex, never a colon; empty for an ephemeral
+// event), seq the message's decimal sequence id (0 for an ephemeral event)
+// and data the published bytes as is. The publish script writes it for
+// stored messages and formatPayload for ephemeral ones; parsePayload is its
+// only reader.
+
+func formatPayload(epoch string, seq uint64, data []byte) string {
+	return epoch + ":" + strconv.FormatUint(seq, 10) + ":" + string(data)
+}
+
+func parsePayload(room, payload string) (Envelope, error) {
+	epoch, rest, ok := strings.Cut(payload, ":")
+	if !ok {
+		return Envelope{}, errors.New("pubsub: malformed payload: no epoch")
+	}
+	seqStr, data, ok := strings.Cut(rest, ":")
+	if !ok {
+		return Envelope{}, errors.New("pubsub: malformed payload: no seq")
+	}
+	seq, err := strconv.ParseUint(seqStr, 10, 64)
+	if err != nil || (seq == 0) != (epoch == "") {
+		return Envelope{}, fmt.Errorf("pubsub: malformed payload: bad seq %q of epoch %q", seqStr, epoch)
+	}
+	return Envelope{Room: room, Seq: seq, Epoch: epoch, Data: []byte(data)}, nil
+}
+
+// newEpoch returns a fresh random epoch id (hex: it never holds a colon).
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Close implements Broker. It stops the receive loop and waits for it; it
+// does not close the Client.
+func (b *Redis) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.closing)
+	b.mu.Unlock()
+
+	// Closing the PubSub fails the loop's pending read at once.
+	err := b.ps.Close()
+	b.wg.Wait()
+	if err != nil && !errors.Is(err, redis.ErrClosed) {
+		return fmt.Errorf("pubsub: close: %w", err)
+	}
+	return nil
+}
+
+func (b *Redis) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// wait sleeps for the backoff of the given attempt (1, 2, …), from 50 ms up
+// to one second. It returns false if ctx or Close ended the wait first.
+func (b *Redis) wait(ctx context.Context, attempt int) bool {
+	d := 50 * time.Millisecond << min(attempt-1, 5)
+	d = min(d, time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-b.closing:
+		return false
+	}
+}

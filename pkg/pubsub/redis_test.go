@@ -1,0 +1,251 @@
+package pubsub_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"example.com/chat/internal/testutil"
+	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/pubsub"
+	"example.com/chat/pkg/pubsub/pubsubtest"
+)
+
+// newClient returns a client of srv, closed at the end of the test (after
+// the broker, since cleanups run last first).
+func newClient(t *testing.T, srv *testutil.RedisServer) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{
+		Addr:         srv.Addr(),
+		DialTimeout:  time.Second,
+		ReadTimeout:  2 * time.Second,
+		WriteTimeout: 2 * time.Second,
+		// Fail fast while Redis is down (the defaults retry for seconds).
+		MaxRetries:    1,
+		DialerRetries: 1,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// newRedisBroker returns a broker (closed at the end of the test) and its
+// store under a prefix of the test's own.
+func newRedisBroker(t *testing.T, c *redis.Client) (*pubsub.Redis, *history.Redis) {
+	t.Helper()
+	prefix := testutil.UniquePrefix(t)
+	b := pubsub.NewRedis(pubsub.RedisConfig{
+		Client:       c,
+		Prefix:       prefix,
+		HistorySize:  pubsubtest.HistorySize,
+		PingInterval: 500 * time.Millisecond,
+		Logger:       testutil.Logger(t),
+	})
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b, history.NewRedis(history.RedisConfig{Client: c, Prefix: prefix})
+}
+
+func TestRedisContract(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	pubsubtest.Run(t, func(t *testing.T) (pubsub.Broker, history.Store, pubsubtest.Resetter) {
+		c := newClient(t, srv)
+		b, st := newRedisBroker(t, c)
+		reset := func(t *testing.T, room string) {
+			k := b.Keys()
+			if err := c.Del(t.Context(), k.Meta(room), k.Log(room)).Err(); err != nil {
+				t.Fatalf("reset %q: %v", room, err)
+			}
+		}
+		return b, st, reset
+	})
+}
+
+// subscribeAll subscribes b to rooms and registers rec.
+func subscribeAll(t *testing.T, b pubsub.Broker, rec *pubsubtest.Recorder, rooms ...string) {
+	t.Helper()
+	b.Register(rec)
+	for _, room := range rooms {
+		if err := b.Subscribe(t.Context(), room); err != nil {
+			t.Fatalf("Subscribe(%q): %v", room, err)
+		}
+	}
+}
+
+// expectDelivery publishes to room and waits for that very message.
+func expectDelivery(t *testing.T, b pubsub.Broker, rec *pubsubtest.Recorder, room, data string) pubsub.PublishResult {
+	t.Helper()
+	res, err := b.Publish(t.Context(), room, []byte(data), pubsub.PublishOptions{})
+	if err != nil {
+		t.Fatalf("Publish(%q): %v", room, err)
+	}
+	env := rec.Next(t)
+	if env.Room != room || env.Seq != res.Seq || string(env.Data) != data {
+		t.Fatalf("delivery %+v, want %q seq %d in %q", env, data, res.Seq, room)
+	}
+	return res
+}
+
+func TestRedisClientKillResubscribes(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	srv.RequireOwn()
+	c := newClient(t, srv)
+	b, _ := newRedisBroker(t, c)
+	rec := pubsubtest.NewRecorder()
+	subscribeAll(t, b, rec, "a", "b", "c")
+	if err := b.Unsubscribe(t.Context(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	expectDelivery(t, b, rec, "a", "before")
+
+	// What Redis does to a subscriber past client-output-buffer-limit.
+	if n, err := c.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %d killed, %v", n, err)
+	}
+	rec.WaitReconnects(t, 1)
+
+	expectDelivery(t, b, rec, "a", "after a")
+	expectDelivery(t, b, rec, "b", "after b")
+	// "c" stays unsubscribed across the reconnect.
+	if _, err := b.Publish(t.Context(), "c", []byte("gone"), pubsub.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expectDelivery(t, b, rec, "b", "marker")
+	if n := rec.Reconnects(); n != 1 {
+		t.Fatalf("HandleReconnect called %d times, want 1", n)
+	}
+}
+
+func TestRedisDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	c := newClient(t, srv)
+	b, st := newRedisBroker(t, c)
+	rec := pubsubtest.NewRecorder()
+	subscribeAll(t, b, rec, "a")
+	srv.Kill()
+
+	ctx, cancel := context.WithTimeout(t.Context(), pubsubtest.WaitTimeout)
+	defer cancel()
+	for _, opts := range []pubsub.PublishOptions{{}, {Ephemeral: true}} {
+		_, err := b.Publish(ctx, "a", []byte("x"), opts)
+		if !errors.Is(err, pubsub.ErrUnavailable) {
+			t.Fatalf("Publish(%+v) with Redis down: %v, want ErrUnavailable", opts, err)
+		}
+	}
+	if _, err := st.Recent(ctx, "a", 10); !errors.Is(err, history.ErrUnavailable) {
+		t.Fatalf("Recent with Redis down: %v, want ErrUnavailable", err)
+	}
+	if _, err := st.Since(ctx, "a", "", 0, 10); !errors.Is(err, history.ErrUnavailable) {
+		t.Fatalf("Since with Redis down: %v, want ErrUnavailable", err)
+	}
+	if _, err := st.Position(ctx, "a"); !errors.Is(err, history.ErrUnavailable) {
+		t.Fatalf("Position with Redis down: %v, want ErrUnavailable", err)
+	}
+	sctx, scancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer scancel()
+	if err := b.Subscribe(sctx, "b"); !errors.Is(err, pubsub.ErrUnavailable) {
+		t.Fatalf("Subscribe with Redis down: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestRedisRestartRecovers(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	c := newClient(t, srv)
+	b, st := newRedisBroker(t, c)
+	rec := pubsubtest.NewRecorder()
+	subscribeAll(t, b, rec, "a", "b")
+	before := expectDelivery(t, b, rec, "a", "before")
+
+	srv.Restart() // loses every key: the rooms get new epochs
+	rec.WaitReconnects(t, 1)
+
+	// The client's pooled connections died with the server; the first
+	// commands may fail while go-redis replaces them.
+	var after pubsub.PublishResult
+	deadline := time.Now().Add(pubsubtest.WaitTimeout)
+	for {
+		res, err := b.Publish(t.Context(), "a", []byte("after"), pubsub.PublishOptions{})
+		if err == nil {
+			after = res
+			break
+		}
+		if !errors.Is(err, pubsub.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("Publish after restart: %v", err)
+		}
+	}
+	if after.Seq != 1 || after.Epoch == before.Epoch {
+		t.Fatalf("after restart: %+v, before %+v", after, before)
+	}
+	if env := rec.Next(t); env.Seq != 1 || env.Epoch != after.Epoch || string(env.Data) != "after" {
+		t.Fatalf("delivery after restart: %+v", env)
+	}
+	expectDelivery(t, b, rec, "b", "b after")
+	p, err := st.Since(t.Context(), "a", before.Epoch, before.Seq, 10)
+	if err != nil || !p.Truncated || len(p.Entries) != 1 {
+		t.Fatalf("Since the old epoch: %+v, %v", p, err)
+	}
+}
+
+func TestRedisSubscribeConfirmedUnderLoad(t *testing.T) {
+	// Subscribe must not return before Redis processed the SUBSCRIBE, even
+	// with many rooms subscribing at once on the shared connection.
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	c := newClient(t, srv)
+	b, _ := newRedisBroker(t, c)
+	rec := pubsubtest.NewRecorder()
+	b.Register(rec)
+	const rooms = 50
+	errs := make(chan error, rooms)
+	for i := range rooms {
+		go func() {
+			room := fmt.Sprintf("r%d", i)
+			if err := b.Subscribe(t.Context(), room); err != nil {
+				errs <- err
+				return
+			}
+			_, err := b.Publish(t.Context(), room, []byte(room), pubsub.PublishOptions{})
+			errs <- err
+		}()
+	}
+	for range rooms {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for range rooms {
+		env := rec.Next(t)
+		if env.Seq != 1 || string(env.Data) != env.Room || seen[env.Room] {
+			t.Fatalf("delivery %+v", env)
+		}
+		seen[env.Room] = true
+	}
+}
+
+func TestRedisSilentConnectionIsReplaced(t *testing.T) {
+	// A connection that stops answering (a network partition, a stuck
+	// server) shows no error: the health PING finds it out.
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	srv.RequireOwn()
+	c := newClient(t, srv)
+	b, _ := newRedisBroker(t, c) // PingInterval 500 ms: found out within 1 s
+	rec := pubsubtest.NewRecorder()
+	subscribeAll(t, b, rec, "a")
+	if err := c.Do(t.Context(), "CLIENT", "PAUSE", "3000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitReconnects(t, 1)
+	expectDelivery(t, b, rec, "a", "after")
+}
