@@ -33,6 +33,17 @@ type Config struct {
 	// PositionCheckInterval is how often each room compares its last
 	// delivered id with the log's, to find a lost tail. Zero means 5 s.
 	PositionCheckInterval time.Duration
+	// SendRate is how many messages per second one user may send, across
+	// its sessions, on average. Zero means 20.
+	SendRate float64
+	// SendBurst is how many messages a user may send at once above the
+	// rate. Zero means 2*SendRate.
+	SendBurst int
+	// MaxSessionsPerUser caps one user's concurrent streams on this node.
+	// Zero means 32.
+	MaxSessionsPerUser int
+	// MaxSessions caps this node's streams. Zero means 100000.
+	MaxSessions int
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the hub's metrics. Nil registers nothing.
@@ -59,6 +70,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.PositionCheckInterval <= 0 {
 		c.PositionCheckInterval = 5 * time.Second
+	}
+	if c.SendRate <= 0 {
+		c.SendRate = 20
+	}
+	if c.SendBurst <= 0 {
+		c.SendBurst = int(2 * c.SendRate)
+	}
+	if c.MaxSessionsPerUser <= 0 {
+		c.MaxSessionsPerUser = 32
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 100000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

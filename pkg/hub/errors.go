@@ -23,6 +23,8 @@ const (
 	KindForbidden
 	// KindClosed is a call on a closed session or hub (Unavailable).
 	KindClosed
+	// KindLimit is a connection limit reached (ResourceExhausted).
+	KindLimit
 )
 
 // Error is an error meant for the client: Msg is safe to show.
@@ -82,6 +84,8 @@ const (
 	CloseUnavailable
 	// CloseUnauthenticated: the client's credentials expired.
 	CloseUnauthenticated
+	// CloseAbuse: the client kept sending over its rate limit.
+	CloseAbuse
 )
 
 var closeReasonNames = [...]string{
@@ -93,6 +97,7 @@ var closeReasonNames = [...]string{
 	CloseTooLarge:        "too_large",
 	CloseUnavailable:     "unavailable",
 	CloseUnauthenticated: "unauthenticated",
+	CloseAbuse:           "abuse",
 }
 
 func (r CloseReason) String() string {
@@ -119,8 +124,10 @@ func CloseReasonForError(err error) CloseReason {
 		switch e.Kind {
 		case KindInvalid, KindForbidden:
 			return CloseInvalidInput
-		case KindTooLarge, KindRateLimited:
+		case KindTooLarge:
 			return CloseTooLarge
+		case KindRateLimited, KindLimit:
+			return CloseAbuse
 		case KindUnavailable:
 			return CloseUnavailable
 		}

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/history"
@@ -39,8 +42,9 @@ type Hub struct {
 	recheck   chan struct{}
 	warnLimit rateLimiter
 
-	usersMu sync.Mutex
-	users   map[string]int // user -> local sessions
+	usersMu  sync.Mutex
+	users    map[string]*user // local users
+	sessionN int              // local sessions
 }
 
 type shard struct {
@@ -59,7 +63,7 @@ func New(cfg Config) (*Hub, error) {
 		log:     cfg.Logger,
 		seed:    maphash.MakeSeed(),
 		recheck: make(chan struct{}, 1),
-		users:   make(map[string]int),
+		users:   make(map[string]*user),
 	}
 	m, err := newMetrics(cfg.Registerer, h)
 	if err != nil {
@@ -103,9 +107,15 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	if err := ValidateUser(o.User); err != nil {
 		return nil, err
 	}
+	if o.ClaimedUser != "" && o.ClaimedUser != o.User {
+		return nil, errorf(KindForbidden, "user %q does not match the authenticated user", o.ClaimedUser)
+	}
 	roomName, err := NormalizeRoom(o.Room)
 	if err != nil {
 		return nil, err
+	}
+	if len(o.Rooms) > 0 && !slices.Contains(o.Rooms, roomName) {
+		return nil, errorf(KindForbidden, "this token may not join room %q", roomName)
 	}
 	id := h.nextID.Add(1)
 	s := &Session{
@@ -121,10 +131,15 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	}
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
+	if err := h.addUser(s); err != nil {
+		s.cancel()
+		return nil, err
+	}
 
 	r, err := h.acquire(ctx, roomName, s)
 	if err != nil {
 		s.cancel()
+		h.removeUser(s)
 		return nil, err
 	}
 	s.room = r
@@ -136,10 +151,16 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		s.mu.Unlock()
 		s.cancel()
 		h.release(s)
+		h.removeUser(s)
 		return nil, err
 	}
 	s.finishSync(frames, epoch, truncated)
-	h.addUser(s)
+	if !o.Expires.IsZero() {
+		// The token's expiry ends the stream; the client reconnects with a
+		// fresh one and resumes.
+		t := time.AfterFunc(time.Until(o.Expires), func() { s.Close(CloseUnauthenticated) })
+		context.AfterFunc(s.ctx, func() { t.Stop() })
+	}
 	h.wg.Add(1)
 	go s.writeLoop()
 	h.publishEvent(s, api.Kind_KIND_JOIN)
@@ -198,19 +219,44 @@ func (h *Hub) truncatedFrame(room, epoch, why string) *Frame {
 	return NewFrame(&api.Message{Kind: api.Kind_KIND_TRUNCATED, Room: room, Epoch: epoch, Text: why})
 }
 
-func (h *Hub) addUser(s *Session) {
+// user is a user's state on this node: its session count and its send
+// rate limiter, shared by all its sessions.
+type user struct {
+	sessions int
+	limiter  *rate.Limiter
+}
+
+// addUser counts s against the node's and its user's session limits.
+func (h *Hub) addUser(s *Session) error {
 	h.usersMu.Lock()
-	h.users[s.user]++
-	h.usersMu.Unlock()
+	defer h.usersMu.Unlock()
+	if h.sessionN >= h.cfg.MaxSessions {
+		return errorf(KindLimit, "this node is full (%d streams); try another node", h.cfg.MaxSessions)
+	}
+	u := h.users[s.user]
+	if u == nil {
+		u = &user{limiter: rate.NewLimiter(rate.Limit(h.cfg.SendRate), h.cfg.SendBurst)}
+		h.users[s.user] = u
+	}
+	if u.sessions >= h.cfg.MaxSessionsPerUser {
+		return errorf(KindLimit, "user %q has too many streams (limit %d)", s.user, h.cfg.MaxSessionsPerUser)
+	}
+	u.sessions++
+	h.sessionN++
+	s.limiter = u.limiter
 	h.metrics.sessions.WithLabelValues(s.transport).Inc()
+	return nil
 }
 
 func (h *Hub) removeUser(s *Session) {
 	h.usersMu.Lock()
-	if h.users[s.user]--; h.users[s.user] <= 0 {
-		delete(h.users, s.user)
+	defer h.usersMu.Unlock()
+	if u := h.users[s.user]; u != nil {
+		if u.sessions--; u.sessions <= 0 {
+			delete(h.users, s.user)
+		}
 	}
-	h.usersMu.Unlock()
+	h.sessionN--
 	h.metrics.sessions.WithLabelValues(s.transport).Dec()
 }
 

@@ -82,7 +82,7 @@ type env struct {
 func newHub(t testing.TB, mod func(*hub.Config)) *env {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 10})
-	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, HistorySize: 10}
+	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, HistorySize: 10, SendRate: 1e6}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -410,7 +410,7 @@ func TestGapIsFilledFromHistory(t *testing.T) {
 	t.Parallel()
 	log := history.NewMemory(history.MemoryConfig{})
 	lb := &lossyBroker{Broker: pubsub.NewMemory(log), drop: map[uint64]bool{2: true, 3: true, 6: true}}
-	h, err := hub.New(hub.Config{Broker: lb, History: log, PositionCheckInterval: 20 * time.Millisecond})
+	h, err := hub.New(hub.Config{Broker: lb, History: log, PositionCheckInterval: 20 * time.Millisecond, SendRate: 1e6})
 	if err != nil {
 		t.Fatal(err)
 	}

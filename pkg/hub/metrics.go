@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		}),
 	}
 	// Start every reason at zero so dashboards see the series.
-	for r := CloseNormal; r <= CloseUnauthenticated; r++ {
+	for r := CloseNormal; r <= CloseAbuse; r++ {
 		m.disconnects.WithLabelValues(r.String())
 	}
 	if reg == nil {

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/pubsub"
@@ -45,6 +46,9 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 	if kind == api.Kind_KIND_MESSAGE && in.GetText() == "" {
 		return errorf(KindInvalid, "text is empty")
 	}
+	if err := s.allow(); err != nil {
+		return err
+	}
 	m := &api.Message{
 		User:     s.user,
 		Text:     in.GetText(),
@@ -72,6 +76,33 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 			ClientId: m.ClientId,
 		}))
 	}
+	return nil
+}
+
+// abuseLimit is how many sends in a row may be refused for rate before the
+// session is closed: a client that ignores the retry hint is abusive.
+const abuseLimit = 100
+
+// allow applies the user's send rate limit. Typing events count too: they
+// cost the same fan-out.
+func (s *Session) allow() error {
+	r := s.limiter.Reserve()
+	if d := r.Delay(); d > 0 {
+		r.Cancel()
+		s.mu.Lock()
+		s.rejected++
+		abusive := s.rejected >= abuseLimit
+		s.mu.Unlock()
+		if abusive {
+			s.Close(CloseAbuse)
+			return ErrClosed
+		}
+		return &Error{Kind: KindRateLimited, RetryAfterMs: d.Milliseconds() + 1,
+			Msg: fmt.Sprintf("rate limit: at most %g messages per second (burst %d); retry in %d ms", s.hub.cfg.SendRate, s.hub.cfg.SendBurst, d.Milliseconds()+1)}
+	}
+	s.mu.Lock()
+	s.rejected = 0
+	s.mu.Unlock()
 	return nil
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"example.com/chat/api"
+	"golang.org/x/time/rate"
 )
 
 // Transport is a session's connection to its client, implemented by the
@@ -42,6 +44,16 @@ type JoinOptions struct {
 	// still holds it in that epoch.
 	AfterSeq uint64
 	Epoch    string
+
+	// ClaimedUser is the user the client's first message named when User
+	// comes from a token; a different name is refused (KindForbidden).
+	ClaimedUser string
+	// Rooms, when not empty, are the only rooms the client may join (from
+	// its token).
+	Rooms []string
+	// Expires, when set, ends the session with CloseUnauthenticated at that
+	// time (its token expires).
+	Expires time.Time
 }
 
 // Session is one client stream in one room. Its methods are safe for
@@ -56,6 +68,8 @@ type Session struct {
 	events    bool
 	t         Transport
 	log       *slog.Logger
+	limiter   *rate.Limiter // the user's, shared by the user's sessions
+	rejected  int           // consecutive rate-limited sends; guarded by mu
 
 	ctx    context.Context // done when the session stops writing
 	cancel context.CancelFunc

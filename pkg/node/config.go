@@ -24,6 +24,22 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration
 	AllowedOrigins  []string
+	SendRate        float64
+	SendBurst       int
+	MaxStreamsUser  int
+	MaxStreams      int
+
+	JWTSecret    string
+	JWTPublicKey string
+	JWTJWKS      string
+	JWTIssuer    string
+	JWTAudience  string
+
+	TLSCert     string
+	TLSKey      string
+	TLSCA       string
+	HTTPTLSCert string
+	HTTPTLSKey  string
 }
 
 // EnvName returns the environment variable that backs flag name.
@@ -55,6 +71,20 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful drain may take before connections are cut")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "after SIGTERM, how long to stay up not-ready before closing clients (lets a load balancer notice)")
+	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one user may send (token bucket rate)")
+	fs.IntVar(&c.SendBurst, "send-burst", 0, "messages one user may send at once above the rate (0: twice the rate)")
+	fs.IntVar(&c.MaxStreamsUser, "max-streams-per-user", 32, "concurrent streams one user may open on a node")
+	fs.IntVar(&c.MaxStreams, "max-streams", 100000, "concurrent streams a node accepts")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (32+ bytes): require JWTs signed with it; empty with no other key = open development mode")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA for RS256, P-256 for ES256): require JWTs signed by it")
+	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS file: require JWTs signed by one of its keys (RS256/ES256, by kid)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required JWT issuer (iss), if set")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required JWT audience (aud), if set")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve gRPC over TLS (with -tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of -tls-cert")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM CA the gateway verifies the gRPC server with (default: system roots)")
+	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve HTTPS/WSS on -http-addr (with -http-tls-key)")
+	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
 
 	// Environment first, so that explicit flags override it.
@@ -82,6 +112,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		if o = strings.TrimSpace(o); o != "" {
 			c.AllowedOrigins = append(c.AllowedOrigins, o)
 		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") || (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		return c, fmt.Errorf("node: a TLS certificate needs its key, and a key its certificate")
 	}
 	if c.HistorySize <= 0 {
 		return c, fmt.Errorf("node: -history-size must be positive")

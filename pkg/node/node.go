@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -62,14 +61,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h, err := hub.New(hub.Config{
-		Broker:        be.broker,
-		History:       be.history,
-		NodeID:        cfg.NodeID,
-		HistorySize:   cfg.HistorySize,
-		MaxTextBytes:  cfg.MaxTextBytes,
-		MaxQueueBytes: cfg.MaxQueueBytes,
-		Logger:        log,
-		Registerer:    reg,
+		Broker:             be.broker,
+		History:            be.history,
+		NodeID:             cfg.NodeID,
+		HistorySize:        cfg.HistorySize,
+		MaxTextBytes:       cfg.MaxTextBytes,
+		MaxQueueBytes:      cfg.MaxQueueBytes,
+		SendRate:           cfg.SendRate,
+		SendBurst:          cfg.SendBurst,
+		MaxSessionsPerUser: cfg.MaxStreamsUser,
+		MaxSessions:        cfg.MaxStreams,
+		Logger:             log,
+		Registerer:         reg,
 	})
 	if err != nil {
 		return err
@@ -85,7 +88,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("node: listen http: %w", err)
 	}
 
-	gs := grpc.NewServer(
+	v, err := verifier(cfg, log)
+	if err != nil {
+		return err
+	}
+	sopts, err := grpcServerCreds(cfg)
+	if err != nil {
+		return err
+	}
+	if v != nil {
+		sopts = append(sopts, grpc.ChainUnaryInterceptor(v.UnaryInterceptor()), grpc.ChainStreamInterceptor(v.StreamInterceptor()))
+	}
+	gwCreds, err := gatewayCreds(cfg)
+	if err != nil {
+		return err
+	}
+
+	gs := grpc.NewServer(append(sopts,
 		grpc.ForceServerCodecV2(rpc.Codec{}),
 		grpc.SharedWriteBuffer(true),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -98,14 +117,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			MinTime:             10 * time.Second,
 			PermitWithoutStream: true,
 		}),
-	)
+	)...)
 	rpc.New(rpc.Config{Hub: h, Logger: log}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
 	// The gateway talks to this node's own gRPC listener.
-	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), gwCreds)
 	if err != nil {
 		return fmt.Errorf("node: gateway client: %w", err)
 	}
@@ -125,7 +144,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := api.RegisterChatHandlerClient(ctx, mux, api.NewChatClient(cc)); err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
-	wsh := ws.New(ws.Config{Hub: h, Logger: log, OriginPatterns: cfg.AllowedOrigins})
+	wsh := ws.New(ws.Config{Hub: h, Logger: log, OriginPatterns: cfg.AllowedOrigins, Verifier: v})
 	must(mux.HandlePath(http.MethodGet, "/v1/chat/stream", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		wsh.ServeHTTP(w, r)
 	}))
@@ -157,7 +176,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return nil
 	})
 	g.Go(func() error {
-		if err := hsrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return hsrv.Serve(httpLn) }
+		if cfg.HTTPTLSCert != "" {
+			serve = func() error { return hsrv.ServeTLS(httpLn, cfg.HTTPTLSCert, cfg.HTTPTLSKey) }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("node: http serve: %w", err)
 		}
 		return nil

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/hub"
 )
 
@@ -23,10 +24,6 @@ type Config struct {
 	Hub *hub.Hub
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
-	// Identify, when set, returns the authenticated user of a call's context
-	// (set by the auth interceptors). Nil means open mode: the first message
-	// names the user.
-	Identify func(ctx context.Context) (user string, ok bool)
 }
 
 // Server implements chat.Chat.
@@ -47,13 +44,15 @@ func New(cfg Config) *Server {
 // Register registers the service on gs.
 func (s *Server) Register(gs *grpc.Server) { api.RegisterChatServer(gs, s) }
 
-func (s *Server) user(ctx context.Context, claimed string) string {
-	if s.cfg.Identify != nil {
-		if u, ok := s.cfg.Identify(ctx); ok {
-			return u
-		}
+// identify fills o's identity: from the token's claims that the auth
+// interceptors put in ctx, or, in open mode, from the name the client gave.
+func identify(ctx context.Context, o *hub.JoinOptions, claimed string) {
+	c, ok := auth.FromContext(ctx)
+	if !ok {
+		o.User = claimed
+		return
 	}
-	return claimed
+	o.User, o.ClaimedUser, o.Rooms, o.Expires = c.User, claimed, c.Rooms, c.Expires
 }
 
 // Stream implements chat.Chat.
@@ -68,8 +67,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 	}
 	j := first.GetJoin()
 	t := &transport{stream: stream}
-	sess, err := s.cfg.Hub.Join(ctx, t, hub.JoinOptions{
-		User:      s.user(ctx, first.GetUser()),
+	o := hub.JoinOptions{
 		Room:      first.GetRoom(),
 		Transport: "grpc",
 		Events:    j.GetEvents(),
@@ -77,7 +75,9 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		NoHistory: j.GetNoHistory(),
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
-	})
+	}
+	identify(ctx, &o, first.GetUser())
+	sess, err := s.cfg.Hub.Join(ctx, t, o)
 	if err != nil {
 		return Status(err)
 	}
@@ -167,8 +167,20 @@ func (s *Server) Send(ctx context.Context, req *api.SendRequest) (*api.Message, 
 		return nil, status.Error(codes.InvalidArgument, "message is required")
 	}
 	in := proto.Clone(m).(*api.Message)
-	in.User = s.user(ctx, m.GetUser())
 	in.Room = req.GetRoom()
+	if c, ok := auth.FromContext(ctx); ok {
+		if m.GetUser() != "" && m.GetUser() != c.User {
+			return nil, status.Errorf(codes.PermissionDenied, "user %q does not match the authenticated user", m.GetUser())
+		}
+		room, err := hub.NormalizeRoom(in.Room)
+		if err != nil {
+			return nil, Status(err)
+		}
+		if !c.MayJoin(room) {
+			return nil, status.Errorf(codes.PermissionDenied, "this token may not post to room %q", room)
+		}
+		in.User = c.User
+	}
 	out, err := s.cfg.Hub.Publish(ctx, in)
 	if err != nil {
 		return nil, Status(err)
@@ -193,7 +205,7 @@ func Code(e *hub.Error) codes.Code {
 	switch e.Kind {
 	case hub.KindInvalid:
 		return codes.InvalidArgument
-	case hub.KindTooLarge, hub.KindRateLimited:
+	case hub.KindTooLarge, hub.KindRateLimited, hub.KindLimit:
 		return codes.ResourceExhausted
 	case hub.KindForbidden:
 		return codes.PermissionDenied
@@ -217,6 +229,8 @@ func CloseStatus(r hub.CloseReason) error {
 		return status.Error(codes.InvalidArgument, "invalid input")
 	case hub.CloseTooLarge:
 		return status.Error(codes.ResourceExhausted, "input too large")
+	case hub.CloseAbuse:
+		return status.Error(codes.ResourceExhausted, "rate limit: too many messages")
 	default:
 		return status.Error(codes.Unavailable, "connection lost: reconnect and resume")
 	}

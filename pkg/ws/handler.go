@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/hub"
 	"example.com/chat/pkg/rpc"
 )
@@ -31,10 +32,11 @@ type Config struct {
 	// PingInterval is how often an idle connection is pinged; a peer that
 	// does not answer within another interval is closed. Zero means 30 s.
 	PingInterval time.Duration
-	// Identify, when set, returns the authenticated user of the upgrade
-	// request (or an error: the edge then answers 401 before upgrading).
+	// Verifier, when set, requires a valid token on the upgrade request
+	// (Authorization header, "bearer.<jwt>" subprotocol, or access_token
+	// query parameter); without one the answer is 401, before upgrading.
 	// Nil means open mode: the first frame names the user.
-	Identify func(r *http.Request) (user string, err error)
+	Verifier *auth.Verifier
 }
 
 // Handler serves WebSocket chat streams.
@@ -66,19 +68,25 @@ var unmarshalOpts = protojson.UnmarshalOptions{DiscardUnknown: true}
 // ServeHTTP upgrades the request and runs the session until either side
 // ends it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	user := ""
-	if h.cfg.Identify != nil {
-		u, err := h.cfg.Identify(r)
+	var claims *auth.Claims
+	if h.cfg.Verifier != nil {
+		c, err := h.cfg.Verifier.FromRequest(r)
 		if err != nil {
+			// The error names what is wrong (expired, bad signature, ...)
+			// and nothing secret.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
-		user = u
+		claims = c
 	}
 	cw := &corkWriter{ResponseWriter: w}
 	c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		OriginPatterns:  h.cfg.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
+		// Never the token: a browser carrying "bearer.<jwt>" also offers
+		// chat.v1, which is what gets echoed.
+		Subprotocols: []string{auth.Subprotocol},
 	})
 	if err != nil {
 		h.log.Debug("websocket upgrade refused", "err", err)
@@ -87,17 +95,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(h.readLimit)
 	// r.Context() must not be used after the upgrade: the connection is
 	// hijacked. The session has its own context.
-	conn := &conn{h: h, c: c, cork: cw.conn, user: user}
+	conn := &conn{h: h, c: c, cork: cw.conn, claims: claims}
 	conn.run(context.Background())
 }
 
 // conn is one WebSocket client; it implements hub.Transport.
 type conn struct {
-	h    *Handler
-	c    *websocket.Conn
-	cork *corkConn
-	user string
-	sess *hub.Session
+	h      *Handler
+	c      *websocket.Conn
+	cork   *corkConn
+	claims *auth.Claims
+	sess   *hub.Session
 }
 
 func (k *conn) run(ctx context.Context) {
@@ -106,13 +114,9 @@ func (k *conn) run(ctx context.Context) {
 	if !ok {
 		return
 	}
-	user := first.GetUser()
-	if k.user != "" {
-		user = k.user
-	}
 	j := first.GetJoin()
-	sess, err := k.h.cfg.Hub.Join(ctx, k, hub.JoinOptions{
-		User:      user,
+	o := hub.JoinOptions{
+		User:      first.GetUser(),
 		Room:      first.GetRoom(),
 		Transport: "ws",
 		Events:    j.GetEvents(),
@@ -120,7 +124,11 @@ func (k *conn) run(ctx context.Context) {
 		NoHistory: j.GetNoHistory(),
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
-	})
+	}
+	if c := k.claims; c != nil {
+		o.User, o.ClaimedUser, o.Rooms, o.Expires = c.User, first.GetUser(), c.Rooms, c.Expires
+	}
+	sess, err := k.h.cfg.Hub.Join(ctx, k, o)
 	if err != nil {
 		k.fail(ctx, err)
 		return
@@ -224,7 +232,7 @@ func (k *conn) fail(ctx context.Context, err error) {
 	switch e.Kind {
 	case hub.KindClosed:
 		status = websocket.StatusServiceRestart
-	case hub.KindUnavailable:
+	case hub.KindUnavailable, hub.KindLimit:
 		status = websocket.StatusTryAgainLater
 	case hub.KindTooLarge:
 		status = websocket.StatusMessageTooBig
@@ -307,7 +315,9 @@ func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
 	case hub.CloseTooLarge:
 		return websocket.StatusMessageTooBig, "message too large"
 	case hub.CloseUnauthenticated:
-		return websocket.StatusPolicyViolation, "unauthenticated: token expired"
+		return websocket.StatusPolicyViolation, "unauthenticated: token expired; reconnect with a fresh token"
+	case hub.CloseAbuse:
+		return websocket.StatusPolicyViolation, "rate limit: too many messages"
 	default:
 		return websocket.StatusTryAgainLater, "try again later"
 	}

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func newServer(t *testing.T, mod func(*hub.Config)) string {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{})
-	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log}
+	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"example.com/chat/pkg/auth"
+	"example.com/chat/pkg/certs"
+)
+
+// Main runs the node binary: with no subcommand (or flags first) a node,
+// else one of the subcommands:
+//
+//	token        mint a development JWT (HS256, with -jwt-secret / CHAT_JWT_SECRET)
+//	certs        generate a self-signed CA and server certificate
+//	healthcheck  exit 0 if a node's /readyz answers 200 (for container HEALTHCHECKs)
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return tokenCmd(args[1:], getenv, stdout, stderr)
+		case "certs":
+			return certsCmd(args[1:], stdout, stderr)
+		case "healthcheck":
+			return healthcheckCmd(ctx, args[1:], getenv, stderr)
+		}
+	}
+	return Run(ctx, args, getenv, stdout, nil)
+}
+
+func tokenCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	user := fs.String("user", "", "the token's subject: the user name (required)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	secret := fs.String("secret", getenv("CHAT_JWT_SECRET"), "HS256 secret, as the node's -jwt-secret (env CHAT_JWT_SECRET)")
+	rooms := fs.String("rooms", "", "comma-separated rooms the token may join (empty: any)")
+	issuer := fs.String("issuer", getenv("CHAT_JWT_ISSUER"), "issuer (iss)")
+	audience := fs.String("audience", getenv("CHAT_JWT_AUDIENCE"), "audience (aud)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *user == "" || *secret == "" {
+		return errors.New("token: -user and -secret (or CHAT_JWT_SECRET) are required")
+	}
+	var rs []string
+	for _, r := range strings.Split(*rooms, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			rs = append(rs, r)
+		}
+	}
+	tok, err := auth.Mint([]byte(*secret), *user, rs, *ttl, *issuer, *audience)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func certsCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "certs", "output directory")
+	hosts := fs.String("hosts", strings.Join(certs.DefaultHosts, ","), "comma-separated DNS names and IPs the server certificate covers")
+	validity := fs.Duration("validity", 365*24*time.Hour, "validity of the CA and the certificate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var hs []string
+	for _, h := range strings.Split(*hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hs = append(hs, h)
+		}
+	}
+	if len(hs) == 0 {
+		return errors.New("certs: -hosts is empty")
+	}
+	if err := certs.Generate(*dir, hs, *validity); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s/{%s,%s,%s,%s} for %s\n", *dir, certs.CAFile, certs.CAKeyFile, certs.ServerFile, certs.ServerKeyFile, strings.Join(hs, ", "))
+	return nil
+}
+
+func healthcheckCmd(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %s", *url, resp.Status)
+	}
+	return nil
+}
