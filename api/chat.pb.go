@@ -567,6 +567,117 @@ func (x *SendRequest) GetMessage() *Message {
 	return nil
 }
 
+// PresenceRequest asks who is in a room.
+type PresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The room; empty means "general".
+	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// List at most this many users (sorted); zero means 100. A negative
+	// limit returns only the count, cheap for large rooms.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRequest) Reset() {
+	*x = PresenceRequest{}
+	mi := &file_chat_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRequest) ProtoMessage() {}
+
+func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
+func (*PresenceRequest) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PresenceRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *PresenceRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// PresenceResponse lists a room's users.
+type PresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Distinct users present, sorted, up to the requested limit.
+	Users []string `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// How many distinct users are present in all.
+	Count         int32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceResponse) Reset() {
+	*x = PresenceResponse{}
+	mi := &file_chat_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceResponse) ProtoMessage() {}
+
+func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
+func (*PresenceResponse) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PresenceResponse) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *PresenceResponse) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_chat_proto protoreflect.FileDescriptor
 
 const file_chat_proto_rawDesc = "" +
@@ -608,7 +719,13 @@ const file_chat_proto_rawDesc = "" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"J\n" +
 	"\vSendRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12'\n" +
-	"\amessage\x18\x02 \x01(\v2\r.chat.MessageR\amessage*\x89\x01\n" +
+	"\amessage\x18\x02 \x01(\v2\r.chat.MessageR\amessage\";\n" +
+	"\x0fPresenceRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\">\n" +
+	"\x10PresenceResponse\x12\x14\n" +
+	"\x05users\x18\x01 \x03(\tR\x05users\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count*\x89\x01\n" +
 	"\x04Kind\x12\x10\n" +
 	"\fKIND_MESSAGE\x10\x00\x12\r\n" +
 	"\tKIND_JOIN\x10\x01\x12\x0e\n" +
@@ -619,11 +736,12 @@ const file_chat_proto_rawDesc = "" +
 	"\n" +
 	"KIND_ERROR\x10\x05\x12\x12\n" +
 	"\x0eKIND_TRUNCATED\x10\x06\x12\r\n" +
-	"\tKIND_LIVE\x10\a2\x94\x01\n" +
+	"\tKIND_LIVE\x10\a2\xcf\x01\n" +
 	"\x04Chat\x12*\n" +
 	"\x06Stream\x12\r.chat.Message\x1a\r.chat.Message(\x010\x01\x126\n" +
 	"\aHistory\x12\x14.chat.HistoryRequest\x1a\x15.chat.HistoryResponse\x12(\n" +
-	"\x04Send\x12\x11.chat.SendRequest\x1a\r.chat.MessageB\x16Z\x14example.com/chat/apib\x06proto3"
+	"\x04Send\x12\x11.chat.SendRequest\x1a\r.chat.Message\x129\n" +
+	"\bPresence\x12\x15.chat.PresenceRequest\x1a\x16.chat.PresenceResponseB\x16Z\x14example.com/chat/apib\x06proto3"
 
 var (
 	file_chat_proto_rawDescOnce sync.Once
@@ -638,15 +756,17 @@ func file_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_chat_proto_goTypes = []any{
-	(Kind)(0),               // 0: chat.Kind
-	(*Message)(nil),         // 1: chat.Message
-	(*Join)(nil),            // 2: chat.Join
-	(*Error)(nil),           // 3: chat.Error
-	(*HistoryRequest)(nil),  // 4: chat.HistoryRequest
-	(*HistoryResponse)(nil), // 5: chat.HistoryResponse
-	(*SendRequest)(nil),     // 6: chat.SendRequest
+	(Kind)(0),                // 0: chat.Kind
+	(*Message)(nil),          // 1: chat.Message
+	(*Join)(nil),             // 2: chat.Join
+	(*Error)(nil),            // 3: chat.Error
+	(*HistoryRequest)(nil),   // 4: chat.HistoryRequest
+	(*HistoryResponse)(nil),  // 5: chat.HistoryResponse
+	(*SendRequest)(nil),      // 6: chat.SendRequest
+	(*PresenceRequest)(nil),  // 7: chat.PresenceRequest
+	(*PresenceResponse)(nil), // 8: chat.PresenceResponse
 }
 var file_chat_proto_depIdxs = []int32{
 	0, // 0: chat.Message.kind:type_name -> chat.Kind
@@ -657,11 +777,13 @@ var file_chat_proto_depIdxs = []int32{
 	1, // 5: chat.Chat.Stream:input_type -> chat.Message
 	4, // 6: chat.Chat.History:input_type -> chat.HistoryRequest
 	6, // 7: chat.Chat.Send:input_type -> chat.SendRequest
-	1, // 8: chat.Chat.Stream:output_type -> chat.Message
-	5, // 9: chat.Chat.History:output_type -> chat.HistoryResponse
-	1, // 10: chat.Chat.Send:output_type -> chat.Message
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
+	7, // 8: chat.Chat.Presence:input_type -> chat.PresenceRequest
+	1, // 9: chat.Chat.Stream:output_type -> chat.Message
+	5, // 10: chat.Chat.History:output_type -> chat.HistoryResponse
+	1, // 11: chat.Chat.Send:output_type -> chat.Message
+	8, // 12: chat.Chat.Presence:output_type -> chat.PresenceResponse
+	9, // [9:13] is the sub-list for method output_type
+	5, // [5:9] is the sub-list for method input_type
 	5, // [5:5] is the sub-list for extension type_name
 	5, // [5:5] is the sub-list for extension extendee
 	0, // [0:5] is the sub-list for field type_name
@@ -678,7 +800,7 @@ func file_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_proto_rawDesc), len(file_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,9 +26,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Chat_Stream_FullMethodName  = "/chat.Chat/Stream"
-	Chat_History_FullMethodName = "/chat.Chat/History"
-	Chat_Send_FullMethodName    = "/chat.Chat/Send"
+	Chat_Stream_FullMethodName   = "/chat.Chat/Stream"
+	Chat_History_FullMethodName  = "/chat.Chat/History"
+	Chat_Send_FullMethodName     = "/chat.Chat/Send"
+	Chat_Presence_FullMethodName = "/chat.Chat/Presence"
 )
 
 // ChatClient is the client API for Chat service.
@@ -45,6 +46,8 @@ type ChatClient interface {
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Send publishes one message without a stream.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*Message, error)
+	// Presence lists who is in a room, across the cluster.
+	Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error)
 }
 
 type chatClient struct {
@@ -88,6 +91,16 @@ func (c *chatClient) Send(ctx context.Context, in *SendRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *chatClient) Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PresenceResponse)
+	err := c.cc.Invoke(ctx, Chat_Presence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChatServer is the server API for Chat service.
 // All implementations must embed UnimplementedChatServer
 // for forward compatibility.
@@ -102,6 +115,8 @@ type ChatServer interface {
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Send publishes one message without a stream.
 	Send(context.Context, *SendRequest) (*Message, error)
+	// Presence lists who is in a room, across the cluster.
+	Presence(context.Context, *PresenceRequest) (*PresenceResponse, error)
 	mustEmbedUnimplementedChatServer()
 }
 
@@ -120,6 +135,9 @@ func (UnimplementedChatServer) History(context.Context, *HistoryRequest) (*Histo
 }
 func (UnimplementedChatServer) Send(context.Context, *SendRequest) (*Message, error) {
 	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedChatServer) Presence(context.Context, *PresenceRequest) (*PresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Presence not implemented")
 }
 func (UnimplementedChatServer) mustEmbedUnimplementedChatServer() {}
 func (UnimplementedChatServer) testEmbeddedByValue()              {}
@@ -185,6 +203,24 @@ func _Chat_Send_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Chat_Presence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).Presence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_Presence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).Presence(ctx, req.(*PresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Chat_ServiceDesc is the grpc.ServiceDesc for Chat service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -199,6 +235,10 @@ var Chat_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Send",
 			Handler:    _Chat_Send_Handler,
+		},
+		{
+			MethodName: "Presence",
+			Handler:    _Chat_Presence_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

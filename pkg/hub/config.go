@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -17,6 +18,18 @@ type Config struct {
 	Broker pubsub.Broker
 	// History reads rooms' logs for join replay and gap filling.
 	History history.Store
+
+	// Presence records who is in which room across the cluster. Nil means
+	// an in-memory store (single node).
+	Presence presence.Store
+	// PresenceTTL is how long a node's presence records live without a
+	// heartbeat: the bound on how long a crashed node's users stay listed.
+	// The hub refreshes them every third of it. Zero means 30 s.
+	PresenceTTL time.Duration
+	// LeaveGrace is how long a user's last session may be gone before the
+	// room hears that it left: a client reconnecting (to any node) within it
+	// causes no leave/join flicker. Zero means 5 s.
+	LeaveGrace time.Duration
 
 	// NodeID names this node in origin tags and logs. Empty means a random id.
 	NodeID string
@@ -53,6 +66,15 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Presence == nil {
+		c.Presence = presence.NewMemory(nil)
+	}
+	if c.PresenceTTL <= 0 {
+		c.PresenceTTL = 30 * time.Second
+	}
+	if c.LeaveGrace <= 0 {
+		c.LeaveGrace = 5 * time.Second
+	}
 	if c.NodeID == "" {
 		c.NodeID = randomID()
 	}

@@ -42,6 +42,9 @@ type Hub struct {
 	recheck   chan struct{}
 	warnLimit rateLimiter
 
+	leavingMu sync.Mutex
+	leaving   map[leaveKey]*time.Timer // leaves waiting out the grace
+
 	usersMu  sync.Mutex
 	users    map[string]*user // local users
 	sessionN int              // local sessions
@@ -64,6 +67,7 @@ func New(cfg Config) (*Hub, error) {
 		seed:    maphash.MakeSeed(),
 		recheck: make(chan struct{}, 1),
 		users:   make(map[string]*user),
+		leaving: make(map[leaveKey]*time.Timer),
 	}
 	m, err := newMetrics(cfg.Registerer, h)
 	if err != nil {
@@ -77,8 +81,9 @@ func New(cfg Config) (*Hub, error) {
 	h.base, h.stop = context.WithCancel(context.Background())
 	h.bg, h.bgStop = context.WithCancel(context.Background())
 	cfg.Broker.Register(h)
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.checkPositions()
+	go h.heartbeat()
 	return h, nil
 }
 
@@ -144,7 +149,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	}
 	s.room = r
 
-	frames, epoch, truncated, err := h.replay(ctx, roomName, o)
+	frames, pos, truncated, err := h.replayPage(ctx, roomName, o)
 	if err != nil {
 		s.mu.Lock()
 		s.closing = true
@@ -154,7 +159,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		h.removeUser(s)
 		return nil, err
 	}
-	s.finishSync(frames, epoch, truncated)
+	s.finishSync(frames, pos, truncated)
 	if !o.Expires.IsZero() {
 		// The token's expiry ends the stream; the client reconnects with a
 		// fresh one and resumes.
@@ -163,13 +168,21 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	}
 	h.wg.Add(1)
 	go s.writeLoop()
-	h.publishEvent(s, api.Kind_KIND_JOIN)
+	h.presenceJoin(ctx, s)
 	s.log.Debug("session joined")
 	return s, nil
 }
 
 // replay reads the history a joining session gets.
 func (h *Hub) replay(ctx context.Context, room string, o JoinOptions) ([]*Frame, string, bool, error) {
+	frames, pos, truncated, err := h.replayPage(ctx, room, o)
+	return frames, pos.Epoch, truncated, err
+}
+
+// replayPage is replay that also returns the log's position at the read:
+// the joining session has seen everything up to it once the frames are
+// queued (see finishSync).
+func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Frame, history.Position, bool, error) {
 	limit := h.cfg.HistorySize
 	if o.History > 0 && o.History < limit {
 		limit = o.History
@@ -189,7 +202,7 @@ func (h *Hub) replay(ctx context.Context, room string, o JoinOptions) ([]*Frame,
 		page, err = h.cfg.History.Recent(ctx, room, limit)
 	}
 	if err != nil {
-		return nil, "", false, &Error{Kind: KindUnavailable, Msg: "history is unavailable; retry", Err: err}
+		return nil, history.Position{}, false, &Error{Kind: KindUnavailable, Msg: "history is unavailable; retry", Err: err}
 	}
 	frames := make([]*Frame, 0, len(page.Entries))
 	for _, e := range page.Entries {
@@ -200,7 +213,7 @@ func (h *Hub) replay(ctx context.Context, room string, o JoinOptions) ([]*Frame,
 		}
 		frames = append(frames, f)
 	}
-	return frames, page.Position.Epoch, page.Truncated, nil
+	return frames, page.Position, page.Truncated, nil
 }
 
 // storedFrame decodes a stored record into a frame carrying its id.
@@ -271,24 +284,22 @@ func (h *Hub) ActiveUsers() int {
 // leave runs when a session's writer has finished.
 func (h *Hub) leave(s *Session) {
 	h.removeUser(s)
+	h.presenceLeave(s)
 	h.release(s)
-	h.publishEvent(s, api.Kind_KIND_LEAVE)
 }
 
-// publishEvent broadcasts a join or leave; failures only cost the event.
-func (h *Hub) publishEvent(s *Session, kind api.Kind) {
-	if h.closed.Load() && kind == api.Kind_KIND_JOIN {
-		return
-	}
-	m := &api.Message{User: s.user, Room: s.room.name, Kind: kind, Ts: h.cfg.Now().UnixMilli()}
-	data, err := encodeRecord(s.origin, m)
+// publishEvent broadcasts a join or leave of user; failures only cost the
+// event.
+func (h *Hub) publishEvent(room, user string, kind api.Kind) {
+	m := &api.Message{User: user, Room: room, Kind: kind, Ts: h.cfg.Now().UnixMilli()}
+	data, err := encodeRecord("", m)
 	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := h.cfg.Broker.Publish(ctx, s.room.name, data, pubsub.PublishOptions{Ephemeral: true}); err != nil {
-		s.log.Debug("event not published", "kind", kind.String(), "err", err)
+	if _, err := h.cfg.Broker.Publish(ctx, room, data, pubsub.PublishOptions{Ephemeral: true}); err != nil {
+		h.log.Debug("event not published", "room", room, "kind", kind.String(), "err", err)
 	}
 }
 
@@ -297,6 +308,7 @@ func (h *Hub) publishEvent(s *Session, kind api.Kind) {
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closed.Store(true)
 	h.bgStop()
+	h.presenceShutdown()
 	for _, s := range h.sessions() {
 		s.Close(CloseShutdown)
 	}

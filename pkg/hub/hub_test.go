@@ -483,3 +483,40 @@ func TestManyConcurrentPublishersInOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestPresenceWithoutFlicker(t *testing.T) {
+	t.Parallel()
+	e := newHub(t, func(c *hub.Config) { c.LeaveGrace = 200 * time.Millisecond })
+	_, fw := e.join(t, hub.JoinOptions{User: "watcher", Events: true, NoHistory: true}, false)
+	fw.nextKind(t, api.Kind_KIND_LIVE)
+	a1, _ := e.join(t, hub.JoinOptions{User: "alice"}, false)
+	if m := fw.next(t); m.GetKind() != api.Kind_KIND_JOIN || m.GetUser() != "alice" {
+		t.Fatalf("want alice's join, got %v", m)
+	}
+	// A second device is not a second join.
+	a2, _ := e.join(t, hub.JoinOptions{User: "alice"}, false)
+	users, n, err := e.hub.Presence(context.Background(), "", 10)
+	if err != nil || n != 2 || len(users) != 2 || users[0] != "alice" || users[1] != "watcher" {
+		t.Fatalf("presence %v %d %v", users, n, err)
+	}
+	// Both devices drop and one comes back within the grace: no event.
+	a1.Close(hub.CloseNormal)
+	a2.Close(hub.CloseNormal)
+	<-a1.Context().Done()
+	<-a2.Context().Done()
+	a3, _ := e.join(t, hub.JoinOptions{User: "alice"}, false)
+	if err := a3.Publish(context.Background(), &api.Message{Text: "back"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := fw.next(t); m.GetText() != "back" {
+		t.Fatalf("flicker: got %v before alice's message", m)
+	}
+	// Gone for longer than the grace: one leave.
+	a3.Close(hub.CloseNormal)
+	if m := fw.next(t); m.GetKind() != api.Kind_KIND_LEAVE || m.GetUser() != "alice" {
+		t.Fatalf("want alice's leave, got %v", m)
+	}
+	if _, n, _ := e.hub.Presence(context.Background(), "", 0); n != 1 {
+		t.Fatalf("count after leave %d", n)
+	}
+}

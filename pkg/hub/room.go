@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"example.com/chat/api"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -30,6 +31,8 @@ type room struct {
 	lastSeq    uint64 // newest id fanned out here (or known to be in history)
 	recovering bool   // a backfill is running; deliveries wait in pending
 	pending    []pubsub.Envelope
+
+	users map[string]int // local sessions per user
 }
 
 // acquire returns name's room with s added as a syncing member, subscribing
@@ -297,8 +300,10 @@ func (h *Hub) fanoutEvent(r *room, env pubsub.Envelope) {
 	f := NewFrame(m)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	presence := m.Kind == api.Kind_KIND_JOIN || m.Kind == api.Kind_KIND_LEAVE
 	for _, s := range r.members {
-		if s.events && s.origin != origin {
+		// A user's own join and leave are news only to others.
+		if s.events && s.origin != origin && !(presence && s.user == m.User) {
 			s.send(f)
 		}
 	}

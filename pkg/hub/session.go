@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/history"
 	"golang.org/x/time/rate"
 )
 
@@ -224,19 +225,27 @@ func (s *Session) deliverStoredLocked(f *Frame) (slow bool) {
 	return s.enqueueLocked(f)
 }
 
-// finishSync ends the join: it queues the history page, then whatever
-// arrived live meanwhile, deduplicated by id.
-func (s *Session) finishSync(frames []*Frame, epoch string, truncated bool) {
+// finishSync ends the join: it queues the history page read at position
+// pos, then whatever arrived live meanwhile, deduplicated by id.
+func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.syncing = false
-	s.epoch = epoch
+	s.epoch = pos.Epoch
 	var slow bool
 	if truncated && s.events {
-		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, epoch, "resume point is no longer in history; here are the latest messages"))
+		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, pos.Epoch, "resume point is no longer in history; here are the latest messages"))
 	}
 	for _, f := range frames {
 		slow = slow || s.deliverStoredLocked(f)
+	}
+	// Everything up to the page's position is now seen: replayed, or
+	// skipped on purpose (no history asked for, or a resume with nothing
+	// new). Counting from zero instead would let a room still catching up
+	// deliver ids the client already has, and put seq 0 in KIND_LIVE, from
+	// which the client's next resume would replay the whole log.
+	if s.epoch == pos.Epoch && s.lastSeq < pos.Seq {
+		s.lastSeq = pos.Seq
 	}
 	pending := s.pending
 	s.pending = nil

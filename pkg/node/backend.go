@@ -5,16 +5,18 @@ import (
 	"log/slog"
 
 	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
 )
 
 // backends are the bus and the log a node runs on.
 type backends struct {
-	name    string
-	broker  pubsub.Broker
-	history history.Store
-	ping    func(context.Context) error
-	close   func()
+	name     string
+	broker   pubsub.Broker
+	history  history.Store
+	presence presence.Store
+	ping     func(context.Context) error
+	close    func()
 }
 
 func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
@@ -23,11 +25,12 @@ func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends,
 		mem := history.NewMemory(history.MemoryConfig{Size: cfg.HistorySize})
 		b := pubsub.NewMemory(mem)
 		return &backends{
-			name:    "memory",
-			broker:  b,
-			history: mem,
-			ping:    func(context.Context) error { return nil },
-			close:   func() { b.Close() },
+			name:     "memory",
+			broker:   b,
+			history:  mem,
+			presence: presence.NewMemory(nil),
+			ping:     func(context.Context) error { return nil },
+			close:    func() { b.Close() },
 		}, nil
 	}
 	return openRedis(ctx, cfg, log)

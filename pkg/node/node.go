@@ -77,6 +77,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chat_cluster_active_users",
+		Help: "Distinct users connected anywhere in the cluster, from presence (every node reports the same figure; use max()).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, err := be.presence.ActiveUsers(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	}))
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {

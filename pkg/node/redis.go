@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"example.com/chat/pkg/history"
+	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -40,10 +41,11 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 		Logger:      log,
 	})
 	return &backends{
-		name:    "redis",
-		broker:  b,
-		history: history.NewRedis(history.RedisConfig{Client: client}),
-		ping:    func(ctx context.Context) error { return client.Ping(ctx).Err() },
+		name:     "redis",
+		broker:   b,
+		history:  history.NewRedis(history.RedisConfig{Client: client}),
+		presence: presence.NewRedis(client, ""),
+		ping:     func(ctx context.Context) error { return client.Ping(ctx).Err() },
 		close: func() {
 			b.Close()
 			client.Close()

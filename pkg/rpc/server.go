@@ -153,6 +153,9 @@ func (t *transport) Close(hub.CloseReason) {}
 
 // History implements chat.Chat.
 func (s *Server) History(ctx context.Context, req *api.HistoryRequest) (*api.HistoryResponse, error) {
+	if err := mayRead(ctx, req.GetRoom()); err != nil {
+		return nil, err
+	}
 	msgs, epoch, truncated, err := s.cfg.Hub.History(ctx, req.GetRoom(), int(req.GetLimit()), req.GetAfterSeq())
 	if err != nil {
 		return nil, Status(err)
@@ -186,6 +189,43 @@ func (s *Server) Send(ctx context.Context, req *api.SendRequest) (*api.Message, 
 		return nil, Status(err)
 	}
 	return out, nil
+}
+
+// Presence implements chat.Chat.
+func (s *Server) Presence(ctx context.Context, req *api.PresenceRequest) (*api.PresenceResponse, error) {
+	if err := mayRead(ctx, req.GetRoom()); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0:
+		limit = 0
+	}
+	users, n, err := s.cfg.Hub.Presence(ctx, req.GetRoom(), limit)
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &api.PresenceResponse{Users: users, Count: int32(n)}, nil
+}
+
+// mayRead refuses reading a room (history, presence) that the caller's
+// token may not join: its "rooms" claim bounds reads as well as joins.
+// Without a token (open mode) everything is readable.
+func mayRead(ctx context.Context, room string) error {
+	c, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	name, err := hub.NormalizeRoom(room)
+	if err != nil {
+		return Status(err)
+	}
+	if !c.MayJoin(name) {
+		return status.Errorf(codes.PermissionDenied, "this token may not read room %q", name)
+	}
+	return nil
 }
 
 // Status maps a hub error to a gRPC status.
