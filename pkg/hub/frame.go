@@ -20,6 +20,7 @@ type Frame struct {
 	msg    *api.Message
 	size   int    // queue accounting estimate, bytes
 	origin string // the publishing session's tag; never sent
+	replay bool   // from history, not live: no fan-out lag to measure
 
 	jsonOnce  sync.Once
 	json      []byte

@@ -211,6 +211,7 @@ func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Fr
 			h.log.Error("skipping malformed history entry", "room", room, "seq", e.Seq, "err", err)
 			continue
 		}
+		f.replay = true
 		frames = append(frames, f)
 	}
 	return frames, page.Position, page.Truncated, nil

@@ -16,6 +16,8 @@ type metrics struct {
 	duplicates     prometheus.Counter
 	backfills      prometheus.Counter
 	busReconnects  prometheus.Counter
+	historyErrors  prometheus.Counter
+	fanoutLag      prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
@@ -48,6 +50,13 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_bus_reconnects_total", Help: "Times the bus lost and re-established its subscriptions.",
 		}),
+		historyErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_history_errors_total", Help: "History reads that failed (joins refused, backfills retried).",
+		}),
+		fanoutLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "chat_hub_fanout_lag_seconds", Help: "Time from a message's server timestamp to its write to a client, for live messages.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
 	}
 	// Start every reason at zero so dashboards see the series.
 	for r := CloseNormal; r <= CloseAbuse; r++ {
@@ -60,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
 	}, func() float64 { return float64(h.ActiveUsers()) })
 	for _, c := range []prometheus.Collector{m.sessions, m.disconnects, m.published, m.publishErrors,
-		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.busReconnects, active} {
+		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hub: register metrics: %w", err)
 		}

@@ -253,6 +253,7 @@ func (r *room) backfill() {
 		r.mu.Unlock()
 		page, err := r.h.cfg.History.Since(ctx, r.name, epoch, after, backfillPage)
 		if err != nil {
+			r.h.metrics.historyErrors.Inc()
 			r.h.log.Warn("backfill failed; retrying", "room", r.name, "err", err)
 			select {
 			case <-ctx.Done():

@@ -290,6 +290,7 @@ func (s *Session) writeLoop() {
 				break
 			}
 			s.hub.metrics.delivered.Add(float64(len(batch)))
+			s.observeLag(batch)
 			clear(batch)
 		}
 		if closing {
@@ -304,4 +305,15 @@ func (s *Session) writeLoop() {
 	s.cancel()
 	s.t.Close(s.Reason())
 	s.hub.leave(s)
+}
+
+// observeLag records how long live messages took from their server
+// timestamp to leaving this node.
+func (s *Session) observeLag(batch []*Frame) {
+	now := s.hub.cfg.Now().UnixMilli()
+	for _, f := range batch {
+		if !f.replay && f.msg.Kind == api.Kind_KIND_MESSAGE && f.msg.Ts > 0 {
+			s.hub.metrics.fanoutLag.Observe(float64(now-f.msg.Ts) / 1000)
+		}
+	}
 }

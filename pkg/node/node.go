@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -63,6 +64,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	h, err := hub.New(hub.Config{
 		Broker:             be.broker,
 		History:            be.history,
+		Presence:           be.presence,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,
 		MaxTextBytes:       cfg.MaxTextBytes,
@@ -108,6 +110,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	// gRPC server metrics (calls started/handled by code, latency); the
+	// auth interceptors run inside them, so rejected calls are counted too.
+	gm := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg.MustRegister(gm)
+	sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()))
 	if v != nil {
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(v.UnaryInterceptor()), grpc.ChainStreamInterceptor(v.StreamInterceptor()))
 	}
@@ -134,6 +141,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	gm.InitializeMetrics(gs)
 
 	// The gateway talks to this node's own gRPC listener.
 	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), gwCreds)
