@@ -51,6 +51,9 @@ const (
 	Kind_KIND_TRUNCATED Kind = 6
 	// Sent once after the join's history replay: from here on, messages are live.
 	Kind_KIND_LIVE Kind = 7
+	// Sent on an idle stream that asked for events, to keep it open through
+	// proxies and load balancers with idle timeouts. Ignore it.
+	Kind_KIND_HEARTBEAT Kind = 8
 )
 
 // Enum value maps for Kind.
@@ -64,6 +67,7 @@ var (
 		5: "KIND_ERROR",
 		6: "KIND_TRUNCATED",
 		7: "KIND_LIVE",
+		8: "KIND_HEARTBEAT",
 	}
 	Kind_value = map[string]int32{
 		"KIND_MESSAGE":   0,
@@ -74,6 +78,7 @@ var (
 		"KIND_ERROR":     5,
 		"KIND_TRUNCATED": 6,
 		"KIND_LIVE":      7,
+		"KIND_HEARTBEAT": 8,
 	}
 )
 
@@ -725,7 +730,7 @@ const file_chat_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\">\n" +
 	"\x10PresenceResponse\x12\x14\n" +
 	"\x05users\x18\x01 \x03(\tR\x05users\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x05R\x05count*\x89\x01\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count*\x9d\x01\n" +
 	"\x04Kind\x12\x10\n" +
 	"\fKIND_MESSAGE\x10\x00\x12\r\n" +
 	"\tKIND_JOIN\x10\x01\x12\x0e\n" +
@@ -736,7 +741,8 @@ const file_chat_proto_rawDesc = "" +
 	"\n" +
 	"KIND_ERROR\x10\x05\x12\x12\n" +
 	"\x0eKIND_TRUNCATED\x10\x06\x12\r\n" +
-	"\tKIND_LIVE\x10\a2\xcf\x01\n" +
+	"\tKIND_LIVE\x10\a\x12\x12\n" +
+	"\x0eKIND_HEARTBEAT\x10\b2\xcf\x01\n" +
 	"\x04Chat\x12*\n" +
 	"\x06Stream\x12\r.chat.Message\x1a\r.chat.Message(\x010\x01\x126\n" +
 	"\aHistory\x12\x14.chat.HistoryRequest\x1a\x15.chat.HistoryResponse\x12(\n" +

@@ -57,6 +57,10 @@ type Config struct {
 	MaxSessionsPerUser int
 	// MaxSessions caps this node's streams. Zero means 100000.
 	MaxSessions int
+	// HeartbeatInterval is how long a stream that asked for events may stay
+	// silent before it is sent a KIND_HEARTBEAT, which keeps it open through
+	// load balancers with idle timeouts. Zero means 25 s.
+	HeartbeatInterval time.Duration
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the hub's metrics. Nil registers nothing.
@@ -104,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 100000
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 25 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

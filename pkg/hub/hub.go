@@ -81,9 +81,10 @@ func New(cfg Config) (*Hub, error) {
 	h.base, h.stop = context.WithCancel(context.Background())
 	h.bg, h.bgStop = context.WithCancel(context.Background())
 	cfg.Broker.Register(h)
-	h.wg.Add(2)
+	h.wg.Add(3)
 	go h.checkPositions()
 	go h.heartbeat()
+	go h.keepAlive()
 	return h, nil
 }
 
@@ -134,6 +135,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		wake:      make(chan struct{}, 1),
 		syncing:   true,
 	}
+	s.lastWrite.Store(time.Now().UnixNano())
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
 	if err := h.addUser(s); err != nil {
@@ -378,4 +380,27 @@ func (h *Hub) warn(log *slog.Logger, msg string, args ...any) {
 		args = append(args, "suppressed", n)
 	}
 	log.Warn(msg, args...)
+}
+
+// keepAlive sends a heartbeat to every event stream that has been silent
+// for HeartbeatInterval. Seed clients never get one: they cannot tell it
+// from a message.
+func (h *Hub) keepAlive() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.HeartbeatInterval / 2)
+	defer t.Stop()
+	beat := NewFrame(&api.Message{Kind: api.Kind_KIND_HEARTBEAT})
+	for {
+		select {
+		case <-h.bg.Done():
+			return
+		case <-t.C:
+		}
+		idle := time.Now().Add(-h.cfg.HeartbeatInterval).UnixNano()
+		for _, s := range h.sessions() {
+			if s.events && s.lastWrite.Load() < idle {
+				s.send(beat)
+			}
+		}
+	}
 }

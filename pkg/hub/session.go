@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"example.com/chat/api"
@@ -71,6 +72,7 @@ type Session struct {
 	log       *slog.Logger
 	limiter   *rate.Limiter // the user's, shared by the user's sessions
 	rejected  int           // consecutive rate-limited sends; guarded by mu
+	lastWrite atomic.Int64  // unix nanoseconds of the last write
 
 	ctx    context.Context // done when the session stops writing
 	cancel context.CancelFunc
@@ -289,6 +291,7 @@ func (s *Session) writeLoop() {
 				s.Close(CloseWriteError)
 				break
 			}
+			s.lastWrite.Store(time.Now().UnixNano())
 			s.hub.metrics.delivered.Add(float64(len(batch)))
 			s.observeLag(batch)
 			clear(batch)

@@ -24,6 +24,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration
 	AllowedOrigins  []string
+	WSPingInterval  time.Duration
+	GRPCKeepalive   time.Duration
+	Heartbeat       time.Duration
 	SendRate        float64
 	SendBurst       int
 	MaxStreamsUser  int
@@ -71,6 +74,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful drain may take before connections are cut")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "after SIGTERM, how long to stay up not-ready before closing clients (lets a load balancer notice)")
+	fs.DurationVar(&c.WSPingInterval, "ws-ping-interval", 30*time.Second, "WebSocket ping interval: keeps idle connections open through proxies and finds dead peers")
+	fs.DurationVar(&c.GRPCKeepalive, "grpc-keepalive", 30*time.Second, "gRPC keepalive ping interval for idle connections (dead peers are dropped after another 10 s)")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", 25*time.Second, "silence after which a stream that asked for events gets a KIND_HEARTBEAT (keep under load balancer idle timeouts)")
 	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one user may send (token bucket rate)")
 	fs.IntVar(&c.SendBurst, "send-burst", 0, "messages one user may send at once above the rate (0: twice the rate)")
 	fs.IntVar(&c.MaxStreamsUser, "max-streams-per-user", 32, "concurrent streams one user may open on a node")

@@ -65,6 +65,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Broker:             be.broker,
 		History:            be.history,
 		Presence:           be.presence,
+		HeartbeatInterval:  cfg.Heartbeat,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,
 		MaxTextBytes:       cfg.MaxTextBytes,
@@ -129,11 +130,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Ping an idle client after 30 s and drop it if no answer in 10 s:
 			// that is how a dead mobile peer is found.
-			Time:    30 * time.Second,
+			Time:    cfg.GRPCKeepalive,
 			Timeout: 10 * time.Second,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
+			MinTime:             min(10*time.Second, cfg.GRPCKeepalive),
 			PermitWithoutStream: true,
 		}),
 	)...)
@@ -164,7 +165,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := api.RegisterChatHandlerClient(ctx, mux, api.NewChatClient(cc)); err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
-	wsh := ws.New(ws.Config{Hub: h, Logger: log, OriginPatterns: cfg.AllowedOrigins, Verifier: v})
+	wsh := ws.New(ws.Config{Hub: h, Logger: log, OriginPatterns: cfg.AllowedOrigins, Verifier: v, PingInterval: cfg.WSPingInterval})
 	must(mux.HandlePath(http.MethodGet, "/v1/chat/stream", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		wsh.ServeHTTP(w, r)
 	}))
