@@ -57,6 +57,10 @@ type Config struct {
 	MaxSessionsPerUser int
 	// MaxSessions caps this node's streams. Zero means 100000.
 	MaxSessions int
+	// DrainSpread is how long Shutdown takes to tell all sessions to go:
+	// they are closed in batches over it, with jitter. Zero closes them all
+	// at once.
+	DrainSpread time.Duration
 	// HeartbeatInterval is how long a stream that asked for events may stay
 	// silent before it is sent a KIND_HEARTBEAT, which keeps it open through
 	// load balancers with idle timeouts. Zero means 25 s.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	mrand "math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -312,9 +313,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closed.Store(true)
 	h.bgStop()
 	h.presenceShutdown()
-	for _, s := range h.sessions() {
-		s.Close(CloseShutdown)
-	}
+	h.closeSpread(ctx, h.sessions())
 	done := make(chan struct{})
 	go func() {
 		h.wg.Wait()
@@ -330,6 +329,36 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.stop()
 		<-done
 		return fmt.Errorf("hub: shutdown: %w", ctx.Err())
+	}
+}
+
+// closeSpread closes sessions with CloseShutdown in batches spread over
+// DrainSpread, in random order with jitter, so that their reconnects do not
+// land on the other nodes all at once.
+func (h *Hub) closeSpread(ctx context.Context, ss []*Session) {
+	mrand.Shuffle(len(ss), func(i, j int) { ss[i], ss[j] = ss[j], ss[i] })
+	batches := 1
+	if h.cfg.DrainSpread > 0 {
+		batches = min(len(ss), 20)
+	}
+	for b := 0; b < batches; b++ {
+		lo, hi := b*len(ss)/batches, (b+1)*len(ss)/batches
+		for _, s := range ss[lo:hi] {
+			s.Close(CloseShutdown)
+		}
+		if b == batches-1 {
+			break
+		}
+		step := h.cfg.DrainSpread / time.Duration(batches)
+		jitter := time.Duration(mrand.Int64N(int64(step)/2 + 1))
+		select {
+		case <-ctx.Done():
+			for _, s := range ss[hi:] {
+				s.Close(CloseShutdown)
+			}
+			return
+		case <-time.After(step/2 + jitter):
+		}
 	}
 }
 

@@ -23,11 +23,18 @@ const typingCommand = "/me is typing…"
 func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 	h := s.hub
 	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.closing {
+		s.mu.Unlock()
 		return ErrClosed
 	}
+	s.inflight++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight--
+		s.mu.Unlock()
+		s.signal() // a draining writer may be waiting for this answer
+	}()
 	kind := in.GetKind()
 	if kind == api.Kind_KIND_MESSAGE && (in.GetText() == typingCommand || in.GetText() == "/me is typing...") {
 		kind = api.Kind_KIND_TYPING
@@ -66,7 +73,7 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 		return err
 	}
 	if s.events && kind == api.Kind_KIND_MESSAGE {
-		s.send(NewFrame(&api.Message{
+		s.sendOwn(NewFrame(&api.Message{
 			Kind:     api.Kind_KIND_ACK,
 			User:     s.user,
 			Room:     m.Room,
@@ -190,5 +197,5 @@ func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint
 // about the message with clientID. Seed clients cannot tell an error from a
 // message, so they get none; their edge ends the stream instead.
 func (s *Session) SendError(e *api.Error, clientID string) {
-	s.send(NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e}))
+	s.sendOwn(NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e}))
 }

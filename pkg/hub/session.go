@@ -78,15 +78,16 @@ type Session struct {
 	cancel context.CancelFunc
 	wake   chan struct{}
 
-	mu      sync.Mutex
-	queue   []*Frame
-	queued  int // bytes in queue
-	closing bool
-	reason  CloseReason
-	syncing bool     // joining: stored frames wait in pending
-	pending []*Frame // stored frames that arrived while syncing
-	lastSeq uint64   // newest stored id this session has seen
-	epoch   string   // epoch of lastSeq
+	mu       sync.Mutex
+	queue    []*Frame
+	queued   int // bytes in queue
+	closing  bool
+	inflight int // publishes under way; a draining writer waits for their acks
+	reason   CloseReason
+	syncing  bool     // joining: stored frames wait in pending
+	pending  []*Frame // stored frames that arrived while syncing
+	lastSeq  uint64   // newest stored id this session has seen
+	epoch    string   // epoch of lastSeq
 }
 
 // User returns the session's user name.
@@ -157,7 +158,14 @@ func (s *Session) signal() {
 // consumer when the queue is over its byte limit. s.mu must be held. It
 // returns true when the caller must call afterClose(CloseSlowConsumer).
 func (s *Session) enqueueLocked(f *Frame) (closed bool) {
-	if s.closing {
+	return s.enqueueFrameLocked(f, false)
+}
+
+// enqueueFrameLocked is enqueueLocked; own frames (acks and errors for the
+// session's own sends) are still queued while an orderly close drains, so
+// that every message the client sent before the close is answered.
+func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
+	if s.closing && !(own && s.reason.flushes() && s.ctx.Err() == nil) {
 		return false
 	}
 	if s.queued+f.size > s.hub.cfg.MaxQueueBytes {
@@ -173,10 +181,20 @@ func (s *Session) enqueueLocked(f *Frame) (closed bool) {
 	return false
 }
 
-// send queues an event or ack for this session only.
+// send queues an event for this session only.
 func (s *Session) send(f *Frame) {
 	s.mu.Lock()
 	slow := s.enqueueLocked(f)
+	s.mu.Unlock()
+	if slow {
+		s.afterClose(CloseSlowConsumer)
+	}
+}
+
+// sendOwn queues an ack or error about the session's own send.
+func (s *Session) sendOwn(f *Frame) {
+	s.mu.Lock()
+	slow := s.enqueueFrameLocked(f, true)
 	s.mu.Unlock()
 	if slow {
 		s.afterClose(CloseSlowConsumer)
@@ -269,7 +287,7 @@ func (s *Session) writeLoop() {
 	var batch []*Frame
 	for {
 		s.mu.Lock()
-		for len(s.queue) == 0 && !s.closing {
+		for len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
 			s.mu.Unlock()
 			select {
 			case <-s.wake:
@@ -298,9 +316,9 @@ func (s *Session) writeLoop() {
 		}
 		if closing {
 			s.mu.Lock()
-			empty := len(s.queue) == 0
+			done := len(s.queue) == 0 && s.inflight == 0
 			s.mu.Unlock()
-			if empty {
+			if done {
 				break
 			}
 		}

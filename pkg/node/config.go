@@ -23,6 +23,7 @@ type Config struct {
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration
+	DrainSpread     time.Duration
 	AllowedOrigins  []string
 	WSPingInterval  time.Duration
 	GRPCKeepalive   time.Duration
@@ -91,6 +92,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM CA the gateway verifies the gRPC server with (default: system roots)")
 	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve HTTPS/WSS on -http-addr (with -http-tls-key)")
 	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
+	fs.DurationVar(&c.DrainSpread, "drain-spread", 2*time.Second, "after the drain delay, clients are told to reconnect elsewhere in batches spread over this long")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
 
 	// Environment first, so that explicit flags override it.

@@ -66,6 +66,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		History:            be.history,
 		Presence:           be.presence,
 		HeartbeatInterval:  cfg.Heartbeat,
+		DrainSpread:        cfg.DrainSpread,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,
 		MaxTextBytes:       cfg.MaxTextBytes,
