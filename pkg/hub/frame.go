@@ -26,6 +26,8 @@ type Frame struct {
 	json      []byte
 	protoOnce sync.Once
 	proto     []byte
+	wireOnce  sync.Once
+	wire      []byte
 }
 
 // NewFrame wraps m, which the caller must not modify afterwards.
@@ -66,6 +68,14 @@ func (f *Frame) Proto() []byte {
 		f.proto = b
 	})
 	return f.proto
+}
+
+// Wire returns an edge's own encoding of the frame (a WebSocket frame with
+// its header, say), computed once by encode on first use and shared by every
+// recipient. An edge must always pass the same encode function.
+func (f *Frame) Wire(encode func(*Frame) []byte) []byte {
+	f.wireOnce.Do(func() { f.wire = encode(f) })
+	return f.wire
 }
 
 // Records are what the hub stores in history and sends on the bus: a version

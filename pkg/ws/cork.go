@@ -2,68 +2,85 @@ package ws
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"example.com/chat/pkg/hub"
 )
 
-// corkConn lets the session writer gather several WebSocket frames and send
-// them with one write system call. coder/websocket flushes after every
-// message; while corked, those flushes land in buf, and uncork writes buf at
-// once. Uncorked, writes pass straight through (pongs and close frames from
-// the library's own goroutines are never held back for long: the writer
-// uncorks at the end of every batch).
-type corkConn struct {
+// rawConn is the hijacked connection under a coder/websocket Conn. Data
+// frames bypass the library: the session writer sends a whole batch of
+// pre-encoded frames (shared by every recipient) with one writev. The
+// library still handles the handshake, reads, pings, pongs and close
+// frames; its writes reach the socket through rawConn.Write one complete
+// frame at a time (it flushes its buffer per frame), and mu keeps them from
+// interleaving with a batch.
+type rawConn struct {
 	net.Conn
-	mu     sync.Mutex
-	corked bool
-	buf    []byte
+	mu   sync.Mutex
+	bufs net.Buffers // reused across batches
 }
 
-func (c *corkConn) Write(p []byte) (int, error) {
+func (c *rawConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.corked {
-		c.buf = append(c.buf, p...)
-		c.mu.Unlock()
-		return len(p), nil
-	}
-	c.mu.Unlock()
+	defer c.mu.Unlock()
 	return c.Conn.Write(p)
 }
 
-func (c *corkConn) cork() {
-	c.mu.Lock()
-	c.corked = true
-	c.mu.Unlock()
-}
-
-// uncork writes everything gathered since cork, bounded by timeout.
-func (c *corkConn) uncork(timeout time.Duration) error {
+// writeFrames sends the frames' WebSocket encodings in one system call (or a
+// few, past the kernel's iovec limit), bounded by timeout.
+func (c *rawConn) writeFrames(frames []*hub.Frame, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.corked = false
-	if len(c.buf) == 0 {
-		return nil
+	bufs := c.bufs[:0]
+	for _, f := range frames {
+		bufs = append(bufs, f.Wire(textFrame))
 	}
-	// Holding mu across the write keeps frame bytes in order with any
-	// control frame another goroutine writes meanwhile.
+	c.bufs = bufs
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := c.Conn.Write(c.buf)
+	w := bufs // WriteTo consumes its receiver
+	_, err := w.WriteTo(c.Conn)
 	_ = c.Conn.SetWriteDeadline(time.Time{})
-	if cap(c.buf) > 64<<10 {
-		c.buf = nil // don't pin a burst's buffer on an idle connection
-	} else {
-		c.buf = c.buf[:0]
+	clear(bufs)
+	if cap(bufs) > 4096 {
+		c.bufs = nil // don't pin a burst's slice on an idle connection
 	}
 	return err
 }
 
+// textFrame encodes f's JSON as one unmasked, final WebSocket text frame
+// (RFC 6455 §5.2), as a server sends it.
+func textFrame(f *hub.Frame) []byte {
+	p := f.JSON()
+	var hdr [10]byte
+	hdr[0] = 0x81 // FIN, opcode text
+	n := 2
+	switch l := len(p); {
+	case l < 126:
+		hdr[1] = byte(l)
+	case l <= 0xFFFF:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(l))
+		n = 4
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
+		n = 10
+	}
+	b := make([]byte, n+len(p))
+	copy(b, hdr[:n])
+	copy(b[n:], p)
+	return b
+}
+
 // corkWriter hands coder/websocket a hijacked connection wrapped in a
-// corkConn.
+// rawConn.
 type corkWriter struct {
 	http.ResponseWriter
-	conn *corkConn
+	conn *rawConn
 }
 
 func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -75,9 +92,9 @@ func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: nc}
-	// A larger buffer than net/http's 4 KiB keeps a big message in one
-	// flush.
-	brw.Writer = bufio.NewWriterSize(w.conn, 16<<10)
+	w.conn = &rawConn{Conn: nc}
+	// Big enough that every control frame the library writes leaves in
+	// one flush, hence one rawConn.Write.
+	brw.Writer = bufio.NewWriterSize(w.conn, 4096)
 	return w.conn, brw, nil
 }

@@ -71,6 +71,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var claims *auth.Claims
 	if h.cfg.Verifier != nil {
 		c, err := h.cfg.Verifier.FromRequest(r)
+		if err == nil && !c.Expires.IsZero() && !time.Now().Before(c.Expires) {
+			// Past its expiry (though within the verifier's clock-skew
+			// leeway): the session would be closed at once, after the
+			// history replay and perhaps the first message. Refuse it.
+			err = auth.ErrExpired
+		}
 		if err != nil {
 			// The error names what is wrong (expired, bad signature, ...)
 			// and nothing secret.
@@ -95,7 +101,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(h.readLimit)
 	// r.Context() must not be used after the upgrade: the connection is
 	// hijacked. The session has its own context.
-	conn := &conn{h: h, c: c, cork: cw.conn, claims: claims}
+	conn := &conn{h: h, c: c, raw: cw.conn, claims: claims, closed: make(chan struct{})}
 	conn.run(context.Background())
 }
 
@@ -103,9 +109,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type conn struct {
 	h      *Handler
 	c      *websocket.Conn
-	cork   *corkConn
+	raw    *rawConn
 	claims *auth.Claims
 	sess   *hub.Session
+	// closed is closed once the session's writer has closed the
+	// connection (Close): only then may run drop it.
+	closed chan struct{}
 }
 
 func (k *conn) run(ctx context.Context) {
@@ -134,15 +143,25 @@ func (k *conn) run(ctx context.Context) {
 		return
 	}
 	k.sess = sess
+	// A session closed without flush (slow consumer, dead peer) drops the
+	// connection at once, which also ends a write stuck on it.
+	stop := context.AfterFunc(sess.Context(), func() {
+		if r := sess.Reason(); r == hub.CloseSlowConsumer || r == hub.CloseWriteError {
+			k.c.CloseNow()
+		}
+	})
+	defer stop()
 	if first.GetText() != "" || first.GetKind() == api.Kind_KIND_TYPING {
 		if !k.publish(ctx, first) {
-			<-sess.Context().Done()
+			<-k.closed
 			return
 		}
 	}
 	go k.pinger(sess.Context())
-	k.readLoop(sess)
-	<-sess.Context().Done()
+	k.readLoop(ctx, sess)
+	// Not sess.Context(): it ends just before the writer sends the close
+	// frame, and the deferred CloseNow would race that frame away.
+	<-k.closed
 }
 
 // readFirst reads frames until one is a valid join message.
@@ -186,9 +205,13 @@ func DecodeFrame(data []byte) (*api.Message, error) {
 	return m, nil
 }
 
-func (k *conn) readLoop(sess *hub.Session) {
-	ctx := sess.Context()
+func (k *conn) readLoop(ctx context.Context, sess *hub.Session) {
 	for {
+		// Reads use ctx, not the session's context: when a read's context
+		// ends, coder/websocket drops the connection at once, and the
+		// session's context ends just before its writer sends the close
+		// frame (1008 token expired, 1012 restart, ...), which would then
+		// be lost. The read ends when Close closes the connection.
 		m, ok := k.readMessage(ctx)
 		if !ok {
 			sess.Close(hub.CloseNormal)
@@ -197,7 +220,7 @@ func (k *conn) readLoop(sess *hub.Session) {
 		if m == nil {
 			continue
 		}
-		if !k.publish(ctx, m) {
+		if !k.publish(sess.Context(), m) {
 			return
 		}
 	}
@@ -248,28 +271,18 @@ func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retr
 }
 
 // Write implements hub.Transport: the batch leaves in one system call.
+// ctx is not watched here: a session closed without flush closes the
+// connection (see run), which ends a blocked write.
 func (k *conn) Write(ctx context.Context, frames []*hub.Frame) error {
-	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
-	defer cancel()
-	k.cork.cork()
-	for _, f := range frames {
-		if err := k.c.Write(wctx, websocket.MessageText, frameJSON(f)); err != nil {
-			_ = k.cork.uncork(k.h.cfg.WriteTimeout)
-			return fmt.Errorf("ws: write: %w", err)
-		}
-	}
-	if err := k.cork.uncork(k.h.cfg.WriteTimeout); err != nil {
-		return fmt.Errorf("ws: flush: %w", err)
+	if err := k.raw.writeFrames(frames, k.h.cfg.WriteTimeout); err != nil {
+		return fmt.Errorf("ws: write: %w", err)
 	}
 	return nil
 }
 
-// frameJSON is the client's view of f: error events are sent in the
-// gateway's error shape so one parser handles both.
-func frameJSON(f *hub.Frame) []byte { return f.JSON() }
-
 // Close implements hub.Transport.
 func (k *conn) Close(reason hub.CloseReason) {
+	defer close(k.closed)
 	status, text := CloseStatus(reason)
 	if reason == hub.CloseSlowConsumer || reason == hub.CloseWriteError {
 		// The peer is not reading: a close handshake would only wait.
