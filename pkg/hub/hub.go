@@ -237,7 +237,8 @@ func (h *Hub) truncatedFrame(room, epoch, why string) *Frame {
 }
 
 // user is a user's state on this node: its session count and its send
-// rate limiter, shared by all its sessions.
+// rate limiter, shared by all its sessions and its REST sends. An entry
+// without sessions (REST only) is swept once its bucket is full again.
 type user struct {
 	sessions int
 	limiter  *rate.Limiter
@@ -277,17 +278,46 @@ func (h *Hub) removeUser(s *Session) {
 	h.metrics.sessions.WithLabelValues(s.transport).Dec()
 }
 
+// limiter returns user's send limiter, creating a session-less entry for a
+// user who only sends through REST.
+func (h *Hub) limiter(name string) *rate.Limiter {
+	h.usersMu.Lock()
+	defer h.usersMu.Unlock()
+	u := h.users[name]
+	if u == nil {
+		u = &user{limiter: rate.NewLimiter(rate.Limit(h.cfg.SendRate), h.cfg.SendBurst)}
+		h.users[name] = u
+	}
+	return u.limiter
+}
+
+// sweepUsers forgets session-less users whose bucket has refilled.
+func (h *Hub) sweepUsers() {
+	h.usersMu.Lock()
+	defer h.usersMu.Unlock()
+	for name, u := range h.users {
+		if u.sessions == 0 && u.limiter.Tokens() >= float64(h.cfg.SendBurst) {
+			delete(h.users, name)
+		}
+	}
+}
+
 // ActiveUsers returns the number of distinct users with a session on this
 // node.
 func (h *Hub) ActiveUsers() int {
 	h.usersMu.Lock()
 	defer h.usersMu.Unlock()
-	return len(h.users)
+	n := 0
+	for _, u := range h.users {
+		if u.sessions > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // leave runs when a session's writer has finished.
 func (h *Hub) leave(s *Session) {
-	h.removeUser(s)
 	h.presenceLeave(s)
 	h.release(s)
 }
@@ -425,6 +455,7 @@ func (h *Hub) keepAlive() {
 			return
 		case <-t.C:
 		}
+		h.sweepUsers()
 		idle := time.Now().Add(-h.cfg.HeartbeatInterval).UnixNano()
 		for _, s := range h.sessions() {
 			if s.events && s.lastWrite.Load() < idle {

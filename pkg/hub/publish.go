@@ -133,6 +133,12 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 	if m.GetText() == "" {
 		return nil, errorf(KindInvalid, "text is empty")
 	}
+	if r := h.limiter(m.GetUser()).Reserve(); r.Delay() > 0 {
+		d := r.Delay()
+		r.Cancel()
+		return nil, &Error{Kind: KindRateLimited, RetryAfterMs: d.Milliseconds() + 1,
+			Msg: fmt.Sprintf("rate limit: at most %g messages per second (burst %d); retry in %d ms", h.cfg.SendRate, h.cfg.SendBurst, d.Milliseconds()+1)}
+	}
 	out := &api.Message{User: m.GetUser(), Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
 	res, err := h.publish(ctx, "", out)
 	if err != nil {

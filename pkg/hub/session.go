@@ -81,6 +81,7 @@ type Session struct {
 	mu       sync.Mutex
 	queue    []*Frame
 	queued   int // bytes in queue
+	replay   int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes
 	closing  bool
 	inflight int // publishes under way; a draining writer waits for their acks
 	reason   CloseReason
@@ -168,7 +169,7 @@ func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
 	if s.closing && !(own && s.reason.flushes() && s.ctx.Err() == nil) {
 		return false
 	}
-	if s.queued+f.size > s.hub.cfg.MaxQueueBytes {
+	if s.queued+f.size > s.hub.cfg.MaxQueueBytes+s.replay {
 		s.queue = nil
 		s.queued = 0
 		return s.closeLocked(CloseSlowConsumer)
@@ -256,6 +257,13 @@ func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated bo
 	if truncated && s.events {
 		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, pos.Epoch, "resume point is no longer in history; here are the latest messages"))
 	}
+	// The replay is as big as the history asks, whatever the client's
+	// speed: it may exceed the queue limit (100 messages of 16 KiB do),
+	// which must not cut the client as slow on every join. The allowance
+	// ends when the writer takes the queue.
+	for _, f := range frames {
+		s.replay += f.size
+	}
 	for _, f := range frames {
 		slow = slow || s.deliverStoredLocked(f)
 	}
@@ -296,7 +304,7 @@ func (s *Session) writeLoop() {
 			s.mu.Lock()
 		}
 		batch, s.queue = s.queue, batch[:0]
-		s.queued = 0
+		s.queued, s.replay = 0, 0
 		closing := s.closing
 		s.mu.Unlock()
 
@@ -323,6 +331,9 @@ func (s *Session) writeLoop() {
 			}
 		}
 	}
+	// Free the user's stream slot before the client can learn the stream
+	// ended: a client at its limit may reconnect at once.
+	s.hub.removeUser(s)
 	s.cancel()
 	s.t.Close(s.Reason())
 	s.hub.leave(s)

@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -48,6 +51,9 @@ func tokenCmd(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	if *user == "" || *secret == "" {
 		return errors.New("token: -user and -secret (or CHAT_JWT_SECRET) are required")
+	}
+	if len(*secret) < 32 {
+		return errors.New("token: the secret must be at least 32 bytes, as the node requires")
 	}
 	var rs []string
 	for _, r := range strings.Split(*rooms, ",") {
@@ -92,8 +98,21 @@ func healthcheckCmd(ctx context.Context, args []string, getenv func(string) stri
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
+	caFile := fs.String("cacert", "", "PEM CA to trust for an https URL (for example the one `node certs` wrote)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	hc := http.DefaultClient
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("healthcheck: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("healthcheck: no certificate in %s", *caFile)
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -101,7 +120,7 @@ func healthcheckCmd(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -58,6 +59,12 @@ func identify(ctx context.Context, o *hub.JoinOptions, claimed string) {
 // Stream implements chat.Chat.
 func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message]) error {
 	ctx := stream.Context()
+	if c, ok := auth.FromContext(ctx); ok && !c.Expires.IsZero() && !time.Now().Before(c.Expires) {
+		// Past its expiry (though within the verifier's clock-skew
+		// leeway): the hub would end the stream at once, after replaying
+		// history and perhaps publishing the first message. Refuse it.
+		return status.Error(codes.Unauthenticated, auth.ErrExpired.Error())
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
