@@ -86,8 +86,15 @@ type Client struct {
 
 type pendingSend struct {
 	msg  *api.Message
-	done chan *api.Message // receives the ack
+	done chan *api.Message // receives the ack, or an error that ends the send
+	// retry receives the retry_after_ms of an Unavailable error: the node
+	// could not store the message (its Redis is down) but kept the stream,
+	// so no reconnect will resend it; SendMessage does, after a backoff.
+	retry chan int64
 }
+
+// codeUnavailable is google.rpc.Code UNAVAILABLE: the send may be retried.
+const codeUnavailable = 14
 
 // conn is one connection attempt's stream.
 type conn interface {
@@ -163,7 +170,10 @@ func (c *Client) Position() (string, uint64) {
 
 // Send sends text and waits for its acknowledgement, across reconnects:
 // an unacknowledged send is retried on the next connection with the same
-// client id, so it is stored once. It returns the ack (with the message's
+// client id, so it is stored once. A send the node answers with
+// Unavailable (its Redis is down; the stream stays up) is retried on the
+// same connection after a backoff (or the error's retry_after_ms), until
+// it is acknowledged or ctx ends. It returns the ack (with the message's
 // seq and epoch).
 func (c *Client) Send(ctx context.Context, text string) (*api.Message, error) {
 	return c.SendMessage(ctx, &api.Message{Text: text})
@@ -184,7 +194,7 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 	if m.ClientId == "" {
 		m.ClientId = c.idPrefix + strconv.FormatUint(c.nextID.Add(1), 10)
 	}
-	p := &pendingSend{msg: m, done: make(chan *api.Message, 1)}
+	p := &pendingSend{msg: m, done: make(chan *api.Message, 1), retry: make(chan int64, 1)}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -198,19 +208,53 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 		// A failed send is retried after the reconnect.
 		_ = cn.send(m)
 	}
-	select {
-	case ack := <-p.done:
-		if ack.GetKind() == api.Kind_KIND_ERROR {
-			return ack, fmt.Errorf("client: send rejected: %s", ack.GetError().GetMessage())
+	backoff := c.cfg.MinBackoff
+	var (
+		timer *time.Timer
+		wait  <-chan time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		return ack, nil
-	case <-ctx.Done():
-		c.mu.Lock()
-		c.dropPendingLocked(m.ClientId)
-		c.mu.Unlock()
-		return nil, ctx.Err()
-	case <-c.done:
-		return nil, ErrClosed
+	}()
+	for {
+		select {
+		case ack := <-p.done:
+			if ack.GetKind() == api.Kind_KIND_ERROR {
+				return ack, fmt.Errorf("client: send rejected: %s", ack.GetError().GetMessage())
+			}
+			return ack, nil
+		case after := <-p.retry:
+			d := time.Duration(after) * time.Millisecond
+			if d <= 0 {
+				d = time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+				backoff = min(2*backoff, c.cfg.MaxBackoff)
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = time.NewTimer(d)
+			wait = timer.C
+		case <-wait:
+			wait = nil
+			c.mu.Lock()
+			_, still := c.pending[m.ClientId]
+			cn := c.conn
+			c.mu.Unlock()
+			if still && cn != nil {
+				// Same client id: if an earlier try was stored after all,
+				// this one is acknowledged without being stored again.
+				_ = cn.send(m)
+			}
+		case <-ctx.Done():
+			c.mu.Lock()
+			c.dropPendingLocked(m.ClientId)
+			c.mu.Unlock()
+			return nil, ctx.Err()
+		case <-c.done:
+			return nil, ErrClosed
+		}
 	}
 }
 
@@ -322,7 +366,15 @@ func (c *Client) handle(cn conn, m *api.Message) {
 			_ = cn.send(c.pending[id].msg)
 		}
 	case api.Kind_KIND_ACK, api.Kind_KIND_ERROR:
-		if p := c.pending[m.GetClientId()]; p != nil && (m.GetKind() == api.Kind_KIND_ACK || m.GetError().GetCode() != 14) {
+		p := c.pending[m.GetClientId()]
+		switch {
+		case p == nil:
+		case m.GetKind() == api.Kind_KIND_ERROR && m.GetError().GetCode() == codeUnavailable:
+			select {
+			case p.retry <- m.GetError().GetRetryAfterMs():
+			default: // a retry is already due
+			}
+		default:
 			c.dropPendingLocked(m.GetClientId())
 			p.done <- m
 		}

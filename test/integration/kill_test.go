@@ -1,0 +1,275 @@
+package integration_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"example.com/chat/api"
+	"example.com/chat/internal/testutil"
+	"example.com/chat/pkg/client"
+	"example.com/chat/pkg/node"
+)
+
+// The cmd/node binary, built once per test binary (with -race when the
+// tests run with it, so that the nodes' races fail the test too).
+var nodeBinary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func buildNode(t *testing.T) string {
+	t.Helper()
+	nodeBinary.once.Do(func() {
+		dir, err := os.MkdirTemp("", "chat-integration-")
+		if err != nil {
+			nodeBinary.err = err
+			return
+		}
+		nodeBinary.dir = dir
+		path := filepath.Join(dir, "node")
+		args := []string{"build", "-o", path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "example.com/chat/cmd/node")...).CombinedOutput()
+		if err != nil {
+			nodeBinary.err = fmt.Errorf("go build cmd/node: %v\n%s", err, out)
+			return
+		}
+		nodeBinary.path = path
+	})
+	if nodeBinary.err != nil {
+		t.Fatal(nodeBinary.err)
+	}
+	return nodeBinary.path
+}
+
+func removeNodeBinary() {
+	if nodeBinary.dir != "" {
+		os.RemoveAll(nodeBinary.dir)
+	}
+}
+
+// procNode is a cmd/node process.
+type procNode struct {
+	node.Addrs
+	id      string
+	cmd     *exec.Cmd
+	logs    *logBuffer // stdout: JSON log lines
+	stderr  *logBuffer
+	exited  chan struct{}
+	started chan node.Addrs // from the "node started" line
+}
+
+// startProc runs the node binary on loopback ports; waitStarted reads
+// them from its "node started" log line. At cleanup it is stopped with
+// SIGTERM (SIGKILL after 30 s); a data race reported by a -race node fails
+// the test.
+func startProc(t *testing.T, bin, redisAddr, id string, extra ...string) *procNode {
+	t.Helper()
+	args := append([]string{
+		"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
+		"-redis-url", "redis://" + redisAddr + "/0",
+		"-send-rate", "100000", // the tests' senders are fast on purpose
+		// Info: the "node started" line is what tells the ports.
+		"-node-id", id, "-log-level", "info", "-shutdown-timeout", "10s",
+	}, extra...)
+	p := &procNode{id: id, logs: new(logBuffer), stderr: new(logBuffer), exited: make(chan struct{}), started: make(chan node.Addrs, 1)}
+	started := p.started
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout = &lineWriter{w: p.logs, line: func(b []byte) {
+		var l struct{ Msg, GRPC, HTTP string }
+		if json.Unmarshal(b, &l) == nil && l.Msg == "node started" {
+			select {
+			case started <- node.Addrs{GRPC: l.GRPC, HTTP: l.HTTP}:
+			default:
+			}
+		}
+	}}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start node %s: %v", id, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.exited:
+			case <-time.After(30 * time.Second):
+				t.Errorf("node %s did not stop within 30s of SIGTERM", id)
+				_ = p.cmd.Process.Kill()
+				<-p.exited
+			}
+		}
+		if strings.Contains(p.stderr.String(), "DATA RACE") {
+			t.Errorf("node %s reported a data race:\n%s", id, p.stderr)
+		}
+		if t.Failed() {
+			t.Logf("node %s stdout:\n%s\nstderr:\n%s", id, p.logs, p.stderr)
+		}
+	})
+	return p
+}
+
+// waitStarted waits for the node's addresses.
+func (p *procNode) waitStarted(t *testing.T) {
+	t.Helper()
+	select {
+	case p.Addrs = <-p.started:
+	case <-p.exited:
+		t.Fatalf("node %s exited at start: %s", p.id, p.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("node %s did not start within 30s", p.id)
+	}
+}
+
+// kill ends the node with SIGKILL, as a crash would, and waits for it.
+func (p *procNode) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// lineWriter hands each complete line to line and copies everything to w.
+type lineWriter struct {
+	w    *logBuffer
+	line func([]byte)
+	buf  []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.w.Write(p)
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		l.line(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+}
+
+// TestKillNodeMidBurst: three node processes; a sender on node 1 sends 500
+// messages while a sender on node 2 sends 150, and node 2 is SIGKILLed
+// during the burst. Its clients fail over to node 3 and resume; the
+// sender on it retries what was not acknowledged. Every stored message is
+// stored once, every ack matches the log, and every member receives every
+// message of the others exactly once, in order.
+func TestKillNodeMidBurst(t *testing.T) {
+	t.Parallel()
+	bin := buildNode(t)
+	rs := testutil.StartRedis(t)
+	var procs []*procNode
+	var nodes []node.Addrs
+	for i := range 3 {
+		procs = append(procs, startProc(t, bin, rs.Addr(), fmt.Sprintf("p%d", i+1), "-history-size", "2000"))
+	}
+	for _, p := range procs {
+		p.waitStarted(t)
+		nodes = append(nodes, p.Addrs)
+	}
+	room := newRoom()
+
+	// home is the node index; each client lists all three, home first.
+	dial := func(user string, tr client.Transport, home int) *member {
+		return join(t, client.Config{Addrs: addrs(tr, rotate(nodes, home)...), Transport: tr, User: user, Room: room})
+	}
+	s1 := dial("s1-grpc-n1", client.GRPC, 0)
+	s2 := dial("s2-ws-n2", client.WebSocket, 1)
+	onKilled := []*member{
+		s2,
+		dial("r-grpc-n2", client.GRPC, 1),
+		dial("r-ws-n2", client.WebSocket, 1),
+	}
+	members := append([]*member{
+		s1,
+		dial("r-ws-n1", client.WebSocket, 0),
+		dial("r-grpc-n3", client.GRPC, 2),
+		dial("r-ws-n3", client.WebSocket, 2),
+	}, onKilled...)
+	waitLive(t, members...)
+
+	ctx := t.Context()
+	const n1, n2 = 500, 150
+	send1 := startSender(ctx, s1, "s1", n1)
+	send2 := startSender(ctx, s2, "s2", n2)
+	send2.waitAcked(t, n2/3)
+	procs[1].kill()
+	killed1, killed2 := len(send1.acked()), len(send2.acked())
+	acks1 := send1.wait(t, false)
+	acks2 := send2.wait(t, false)
+	if killed1 >= n1 || killed2 >= n2 || len(acks1) != n1 || len(acks2) != n2 {
+		t.Fatalf("node 2 killed after %d/%d and %d/%d acks; want both mid-burst; acks %d/%d and %d/%d", killed1, n1, killed2, n2, len(acks1), n1, len(acks2), n2)
+	}
+
+	// Fences: each sender's last message, received by everyone else,
+	// means all earlier ones were delivered (or never will be).
+	var others1, others2 []*member
+	for _, m := range members {
+		if m != s1 {
+			others1 = append(others1, m)
+		}
+		if m != s2 {
+			others2 = append(others2, m)
+		}
+	}
+	waitHas(t, 30*time.Second, acks1[n1-1], others1...)
+	waitHas(t, 30*time.Second, acks2[n2-1], others2...)
+
+	log := roomLog(t, nodes[0].GRPC, room)
+	if len(log) != n1+n2 {
+		t.Errorf("log holds %d messages; want %d, each send stored once", len(log), n1+n2)
+	}
+	texts := make(map[string]uint64)
+	for _, m := range log {
+		if prev, dup := texts[m.GetText()]; dup {
+			t.Errorf("%q stored twice: seqs %d and %d", m.GetText(), prev, m.GetSeq())
+		}
+		texts[m.GetText()] = m.GetSeq()
+	}
+	for _, ack := range append(acks1, acks2...) {
+		if ack.GetEpoch() != log[0].GetEpoch() || ack.GetSeq() > uint64(len(log)) {
+			t.Errorf("ack %s:%d for %q is not in the log", ack.GetEpoch(), ack.GetSeq(), ack.GetText())
+			continue
+		}
+		if e := log[ack.GetSeq()-1]; e.GetText() != ack.GetText() || e.GetUser() != ack.GetUser() {
+			t.Errorf("ack %d for %s:%q: the log has %s:%q", ack.GetSeq(), ack.GetUser(), ack.GetText(), e.GetUser(), e.GetText())
+		}
+	}
+	for _, m := range members {
+		if err := checkDelivery(m, log, 0); err != nil {
+			t.Error(err)
+		}
+		// The log held everything: every resume was exact.
+		if n := m.count(api.Kind_KIND_TRUNCATED); n != 0 {
+			t.Errorf("%s was told %d times that messages were lost", m.user, n)
+		}
+	}
+	for _, m := range onKilled {
+		if m.Reconnects.Load() == 0 {
+			t.Errorf("%s was on the killed node but never reconnected", m.user)
+		}
+	}
+	for _, m := range members[:4] {
+		if n := m.Reconnects.Load(); n != 0 {
+			t.Errorf("%s reconnected %d times; its node stayed up", m.user, n)
+		}
+	}
+}
