@@ -39,7 +39,9 @@ func startNode(t *testing.T, redisAddr string, extra ...string) node.Addrs {
 	done := make(chan error, 1)
 	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn",
 		"-redis-url", "redis://" + redisAddr + "/0", "-send-rate", "1000"}, extra...)
-	go func() { done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a }) }()
+	go func() {
+		done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a })
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
