@@ -57,6 +57,11 @@ type Config struct {
 	MaxSessionsPerUser int
 	// MaxSessions caps this node's streams. Zero means 100000.
 	MaxSessions int
+	// WriteDelay is the shortest time between two writes to one client
+	// under sustained traffic: frames arriving meanwhile wait and leave
+	// together, in one system call. A client not written to for that long
+	// is written to at once. Zero writes every frame as soon as possible.
+	WriteDelay time.Duration
 	// DrainSpread is how long Shutdown takes to tell all sessions to go:
 	// they are closed in batches over it, with jitter. Zero closes them all
 	// at once.

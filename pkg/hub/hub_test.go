@@ -520,3 +520,40 @@ func TestPresenceWithoutFlicker(t *testing.T) {
 		t.Fatalf("count after leave %d", n)
 	}
 }
+
+// batchTransport records the size of each Write.
+type batchTransport struct{ sizes chan int }
+
+func (b batchTransport) Write(_ context.Context, frames []*hub.Frame) error {
+	b.sizes <- len(frames)
+	return nil
+}
+func (batchTransport) Close(hub.CloseReason) {}
+
+func TestWriteDelayBatchesBusyClients(t *testing.T) {
+	t.Parallel()
+	e2 := newHub(t, func(c *hub.Config) { c.WriteDelay = 200 * time.Millisecond })
+	p, _ := e2.join(t, hub.JoinOptions{User: "p"}, false)
+	bt2 := batchTransport{sizes: make(chan int, 100)}
+	if _, err := e2.hub.Join(context.Background(), bt2, hub.JoinOptions{User: "q", NoHistory: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := p.Publish(context.Background(), &api.Message{Text: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total, writes := 0, 0
+	for total < 10 {
+		select {
+		case n := <-bt2.sizes:
+			total += n
+			writes++
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %d of 10 frames", total)
+		}
+	}
+	if writes > 2 {
+		t.Fatalf("10 frames in a burst took %d writes; want them batched", writes)
+	}
+}

@@ -292,7 +292,15 @@ func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated bo
 // batches, so a client that fell behind catches up with few system calls.
 func (s *Session) writeLoop() {
 	defer s.hub.wg.Done()
-	var batch []*Frame
+	var (
+		batch []*Frame
+		delay *time.Timer
+	)
+	defer func() {
+		if delay != nil {
+			delay.Stop()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		for len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
@@ -303,9 +311,43 @@ func (s *Session) writeLoop() {
 			}
 			s.mu.Lock()
 		}
+		closing := s.closing
+		s.mu.Unlock()
+		// Under sustained traffic, write at most once per WriteDelay, so
+		// that a busy client gets many frames per system call instead of
+		// one; a client written to less often than that is written to at
+		// once, so quiet rooms keep their latency.
+		if d := s.hub.cfg.WriteDelay; d > 0 && !closing {
+			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
+				if delay == nil {
+					delay = time.NewTimer(wait)
+				} else {
+					delay.Reset(wait)
+				}
+			wait:
+				for {
+					select {
+					case <-delay.C:
+						break wait
+					case <-s.ctx.Done():
+						break wait
+					case <-s.wake:
+						// More frames, or a close: a close must not wait.
+						s.mu.Lock()
+						c := s.closing
+						s.mu.Unlock()
+						if c {
+							delay.Stop()
+							break wait
+						}
+					}
+				}
+			}
+		}
+		s.mu.Lock()
 		batch, s.queue = s.queue, batch[:0]
 		s.queued, s.replay = 0, 0
-		closing := s.closing
+		closing = s.closing
 		s.mu.Unlock()
 
 		if s.ctx.Err() != nil {

@@ -67,6 +67,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Presence:           be.presence,
 		HeartbeatInterval:  cfg.Heartbeat,
 		DrainSpread:        cfg.DrainSpread,
+		WriteDelay:         cfg.WriteDelay,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,
 		MaxTextBytes:       cfg.MaxTextBytes,

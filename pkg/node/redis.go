@@ -17,6 +17,9 @@ import (
 // Redis at start still starts (not ready) and recovers when Redis comes up:
 // a restart must never be needed.
 func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
+	if isClusterURL(cfg.RedisURL) {
+		return openRedisCluster(ctx, cfg, log)
+	}
 	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("node: -redis-url: %w", err)
