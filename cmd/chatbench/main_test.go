@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"example.com/chat/pkg/node"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startNode runs a node in-process on loopback ports, with the high send
+// rate the tool needs, and stops it at cleanup.
+func startNode(t *testing.T) node.Addrs {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan node.Addrs, 1)
+	done := make(chan error, 1)
+	args := []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-send-rate", "100000", "-log-level", "warn"}
+	go func() {
+		done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	select {
+	case a := <-addrs:
+		return a
+	case err := <-done:
+		t.Fatalf("node did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("node did not start")
+	}
+	return node.Addrs{}
+}
+
+// runJSON runs the tool with -json and decodes its result into v.
+func runJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, append(args, "-json"), &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), v); err != nil {
+		t.Fatalf("decode %q: %v", stdout.String(), err)
+	}
+	t.Logf("stderr:\n%s\nresult:\n%s", stderr.String(), stdout.String())
+}
+
+func TestRunLoad(t *testing.T) {
+	a := startNode(t)
+	self := strconv.Itoa(os.Getpid()) // the node runs in this process
+	cases := []struct {
+		name string
+		args []string
+		subs int
+	}{
+		{"mix grpc publishers", []string{"-transport", "mix", "-subs", "40", "-pubs", "2", "-rooms", "2", "-rate", "50"}, 40},
+		{"ws publishers batched, shared grpc conns", []string{"-transport", "grpc", "-grpc-streams-per-conn", "8", "-pub-transport", "ws",
+			"-subs", "20", "-pubs", "3", "-rooms", "3", "-rate", "100", "-batch", "5", "-size", "300", "-room-prefix", "b2-"}, 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var r result
+			runJSON(t, &r, append(c.args, "-ws-addrs", a.HTTP, "-grpc-addrs", a.GRPC,
+				"-duration", "2s", "-warmup", "1s", "-drain", "5s", "-pids", self, "-label", "test")...)
+			if r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SeqGaps != 0 {
+				t.Errorf("lost %d, duplicated %d, reordered %d, seq gaps %d; want none", r.Lost, r.Duplicated, r.Reordered, r.SeqGaps)
+			}
+			if r.Delivered == 0 || r.Delivered != r.Expected {
+				t.Errorf("delivered %d, expected %d: want equal and positive", r.Delivered, r.Expected)
+			}
+			if r.LatencyMS.P99 <= 0 || r.LatencyMS.P50 > r.LatencyMS.P99 || r.LatencyMS.P99 > r.LatencyMS.Max {
+				t.Errorf("latency %+v: want 0 < p50 <= p99 <= max", r.LatencyMS)
+			}
+			if r.SubErrors != 0 || r.PubErrors != 0 || r.Skipped != 0 {
+				t.Errorf("errors: subscribers %d, publishers %d, skipped %d: %s", r.SubErrors, r.PubErrors, r.Skipped, r.FirstErr)
+			}
+			if r.Subs != c.subs || r.Label != "test" || r.Mode != "load" || r.WSAddrs != 1 || r.GRPCAddrs != 1 {
+				t.Errorf("config echoed wrong: %+v", r)
+			}
+			// About rate * pubs * window messages: the schedule is fixed.
+			want := r.Rate * float64(r.Pubs) * r.DurationS
+			if d := float64(r.Sent) - want; d < -float64(r.Batch*r.Pubs) || d > float64(r.Batch*r.Pubs) {
+				t.Errorf("sent %d in the window, want about %.0f", r.Sent, want)
+			}
+			if len(r.Servers) != 1 || r.ServerRSSBytes <= 0 || r.ServerCPUS <= 0 || r.ServerCPUPer100k <= 0 {
+				t.Errorf("server figures missing: %+v", r)
+			}
+		})
+	}
+}
+
+func TestRunIdle(t *testing.T) {
+	a := startNode(t)
+	for _, tr := range []string{"ws", "grpc"} {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			var r idleResult
+			runJSON(t, &r, "-idle", "25", "-transport", tr, "-ws-addrs", a.HTTP, "-grpc-addrs", a.GRPC,
+				"-rooms", "3", "-warmup", "300ms", "-duration", "700ms", "-pids", strconv.Itoa(os.Getpid()))
+			if r.Mode != "idle" || r.Connected != 25 || r.Failed != 0 || r.ClosedEarly != 0 {
+				t.Errorf("got %+v; want 25 connections held", r)
+			}
+			if r.RSSBeforeBytes <= 0 || r.RSSAfterBytes <= 0 {
+				t.Errorf("rss not measured: %+v", r)
+			}
+		})
+	}
+}
+
+func TestRunRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-transport", "ws"},                                        // no -ws-addrs
+		{"-ws-addrs", "x:1", "-transport", "ws"},                    // publishers need -grpc-addrs
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-rooms", "2"}, // more rooms than publishers
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-drain", "11s"},
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-rate", "0"},
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-pids", "abc"},
+		{"-ws-addrs", "x:1", "-transport", "quic"},
+		{"-ws-addrs", "x:1", "stray"},
+	} {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, &out, &out); err == nil {
+			t.Errorf("run %q: no error", args)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &out, &out); err == nil || !strings.Contains(out.String(), "-send-rate 100000") {
+		t.Errorf("-h: err %v, usage without the -send-rate advice:\n%s", err, out.String())
+	}
+}
+
+func TestRunFailsWhenNodeIsDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	// Port 1 on loopback: nothing listens there.
+	err := run(ctx, []string{"-ws-addrs", "127.0.0.1:1", "-grpc-addrs", "127.0.0.1:1", "-subs", "2", "-connect-timeout", "5s"}, &out, &out)
+	if err == nil {
+		t.Fatal("no error")
+	}
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// maxFrame bounds one WebSocket frame read from a server.
+const maxFrame = 1 << 20
+
+// wsPath is the nodes' WebSocket endpoint.
+const wsPath = "/v1/chat/stream"
+
+// dialWS opens a WebSocket to addr. br, if not nil, holds bytes the server
+// sent right after the handshake.
+func dialWS(ctx context.Context, addr, token string) (net.Conn, *bufio.Reader, error) {
+	d := ws.Dialer{Timeout: 10 * time.Second}
+	if token != "" {
+		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + token}})
+	}
+	conn, br, _, err := d.Dial(ctx, "ws://"+addr+wsPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("websocket dial %s: %w", addr, err)
+	}
+	return conn, br, nil
+}
+
+// joinFrame is the first frame of a stream: join room as user, live
+// messages only, no events.
+func joinFrame(user, room string) ws.Frame {
+	b, err := json.Marshal(map[string]any{"user": user, "room": room, "join": map[string]any{"noHistory": true}})
+	if err != nil {
+		panic(err) // strings and a bool always marshal
+	}
+	return ws.NewTextFrame(b)
+}
+
+// closeWS sends a normal close frame (under mu, which serializes writes)
+// and closes conn.
+func closeWS(conn net.Conn, mu *sync.Mutex) {
+	mu.Lock()
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = ws.WriteFrame(conn, ws.MaskFrameInPlace(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))))
+	mu.Unlock()
+	conn.Close()
+}
+
+// frameReader reads server frames with one buffered reader and one payload
+// buffer per connection: no allocation per frame.
+type frameReader struct {
+	r    *bufio.Reader
+	src  *stampReader
+	hdr  []byte
+	buf  []byte
+	frag []byte // a fragmented message being reassembled
+}
+
+// stampReader notes when each read from the connection returned: the
+// arrival time of every frame in it, taken once per read, not per frame.
+type stampReader struct {
+	r     io.Reader
+	now   int64 // Unix ns
+	reads uint64
+}
+
+func (s *stampReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.now = time.Now().UnixNano()
+	s.reads++
+	return n, err
+}
+
+func newFrameReader(conn net.Conn, br *bufio.Reader, size int) *frameReader {
+	var src io.Reader = conn
+	if br != nil {
+		if n := br.Buffered(); n > 0 {
+			early, _ := br.Peek(n)
+			src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
+		}
+		ws.PutReader(br)
+	}
+	sr := &stampReader{r: src}
+	return &frameReader{r: bufio.NewReaderSize(sr, size), src: sr, hdr: make([]byte, 2, ws.MaxHeaderSize-2), buf: make([]byte, 512)}
+}
+
+// closeError is a close frame from the server.
+type closeError struct {
+	code   ws.StatusCode
+	reason string
+}
+
+func (e *closeError) Error() string {
+	return "websocket closed by server: " + strconv.Itoa(int(e.code)) + " " + e.reason
+}
+
+// each reads frames until the connection fails or closes, passing every
+// complete text message to onText (valid only during the call) and
+// answering pings and closes with write.
+func (fr *frameReader) each(write func(ws.Frame) error, onText func([]byte)) error {
+	for {
+		h, err := ws.ReadHeaderBuffer(fr.r, fr.hdr)
+		if err != nil {
+			return err
+		}
+		if h.Length > maxFrame {
+			return fmt.Errorf("websocket frame of %d bytes is over %d", h.Length, maxFrame)
+		}
+		n := int(h.Length)
+		if cap(fr.buf) < n {
+			fr.buf = make([]byte, n)
+		}
+		p := fr.buf[:n]
+		if _, err := io.ReadFull(fr.r, p); err != nil {
+			return err
+		}
+		if h.Masked { // servers do not mask, but be lenient
+			ws.Cipher(p, h.Mask, 0)
+		}
+		switch h.OpCode {
+		case ws.OpText, ws.OpBinary:
+			if h.Fin {
+				onText(p)
+			} else {
+				fr.frag = append(fr.frag[:0], p...)
+			}
+		case ws.OpContinuation:
+			fr.frag = append(fr.frag, p...)
+			if h.Fin {
+				onText(fr.frag)
+				fr.frag = fr.frag[:0]
+			}
+		case ws.OpPing:
+			if err := write(ws.NewPongFrame(p)); err != nil {
+				return fmt.Errorf("websocket pong: %w", err)
+			}
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(p)
+			if code.Empty() {
+				code = ws.StatusNoStatusRcvd
+			}
+			_ = write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+			return &closeError{code: code, reason: reason}
+		}
+	}
+}
+
+// wsSub is a WebSocket subscriber.
+type wsSub struct {
+	conn net.Conn
+	mu   sync.Mutex // serializes writes: pongs and the close
+	r    *frameReader
+	id   int
+}
+
+func subUser(i int) string { return "bench-s" + strconv.Itoa(i) }
+
+func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, error) {
+	conn, br, err := dialWS(ctx, cfg.subAddr(i), cfg.token)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber %d: %w", i, err)
+	}
+	s := &wsSub{conn: conn, r: newFrameReader(conn, br, bufSize), id: i}
+	if err := s.write(joinFrame(subUser(i), cfg.room(i%cfg.rooms))); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("subscriber %d: join: %w", i, err)
+	}
+	return s, nil
+}
+
+func (s *wsSub) write(f ws.Frame) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ws.WriteFrame(s.conn, ws.MaskFrameInPlace(f))
+}
+
+// run reads until the connection ends; the error says why.
+func (s *wsSub) run(st *subStats, p *plan) error {
+	err := s.r.each(s.write, func(b []byte) {
+		now := s.r.src.now
+		st.frames++
+		text, seq, ok := frameFields(b)
+		if !ok {
+			st.foreign++
+			if bytes.Contains(b, []byte(`"error"`)) {
+				st.fail(fmt.Errorf("subscriber %d: error frame: %.200s", s.id, b))
+			}
+			return
+		}
+		observe(st, p, text, seq, now)
+	})
+	st.reads = s.r.src.reads
+	return fmt.Errorf("subscriber %d (ws): %w", s.id, err)
+}
+
+func (s *wsSub) close() { closeWS(s.conn, &s.mu) }
