@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 			Name: "chat_hub_history_errors_total", Help: "History reads that failed (joins refused, backfills retried).",
 		}),
 		fanoutLag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "chat_hub_fanout_lag_seconds", Help: "Time from a message's server timestamp to its write to a client, for live messages.",
+			Name: "chat_hub_fanout_lag_seconds", Help: "Time from a message's server timestamp to its write to a client, for live messages (one sample per write, its oldest message).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 	}

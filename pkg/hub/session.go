@@ -382,12 +382,14 @@ func (s *Session) writeLoop() {
 }
 
 // observeLag records how long live messages took from their server
-// timestamp to leaving this node.
+// timestamp to leaving this node: once per batch, for its oldest live
+// message (the batch's worst), which keeps the histogram off the per-frame
+// path.
 func (s *Session) observeLag(batch []*Frame) {
-	now := s.hub.cfg.Now().UnixMilli()
 	for _, f := range batch {
 		if !f.replay && f.msg.Kind == api.Kind_KIND_MESSAGE && f.msg.Ts > 0 {
-			s.hub.metrics.fanoutLag.Observe(float64(now-f.msg.Ts) / 1000)
+			s.hub.metrics.fanoutLag.Observe(float64(s.hub.cfg.Now().UnixMilli()-f.msg.Ts) / 1000)
+			return
 		}
 	}
 }

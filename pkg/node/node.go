@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -226,6 +227,28 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			}
 		}
 	})
+	if cfg.PprofAddr != "" {
+		pl, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			return fmt.Errorf("node: listen pprof: %w", err)
+		}
+		pm := http.NewServeMux()
+		pm.HandleFunc("/debug/pprof/", pprof.Index)
+		pm.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pm.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		pm.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		psrv := &http.Server{Handler: pm, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			<-gctx.Done()
+			return psrv.Close()
+		})
+		g.Go(func() error {
+			if err := psrv.Serve(pl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("node: pprof serve: %w", err)
+			}
+			return nil
+		})
+	}
 	log.Info("node started", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "backend", be.name)
 	if ready != nil {
 		ready(Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String()})
