@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs the performance scenarios of docs/PERFORMANCE.md on this machine and
+# writes one chatbench JSON per run into docs/bench/, then the plots.
+# Needs redis-server. Takes about ten minutes; run it on a quiet machine.
+# Usage: scripts/bench.sh [scenario...]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/bench
+mkdir -p "$out"
+bin=$(mktemp -d)
+trap 'pkill -P $$ || true; rm -rf "$bin"' EXIT
+go build -o "$bin/node" ./cmd/node
+go build -o "$bin/chatbench" ./cmd/chatbench
+ulimit -n 65536 2>/dev/null || true
+
+nodes=()     # pids
+wsaddrs=""
+grpcaddrs=""
+
+start_nodes() { # n [redis]
+  stop_nodes
+  local n=$1 redis=${2:-}
+  wsaddrs="" grpcaddrs=""
+  for i in $(seq 1 "$n"); do
+    local hp=$((18080 + i)) gp=$((15050 + i))
+    args=(-grpc-addr 127.0.0.1:$gp -http-addr 127.0.0.1:$hp -send-rate 100000 -log-level warn)
+    [ -n "$redis" ] && args+=(-redis-url "redis://$redis/0")
+    "$bin/node" "${args[@]}" >"$bin/node$i.log" 2>&1 &
+    nodes+=($!)
+    wsaddrs+="${wsaddrs:+,}127.0.0.1:$hp"
+    grpcaddrs+="${grpcaddrs:+,}127.0.0.1:$gp"
+  done
+  for i in $(seq 1 "$n"); do
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$((18080 + i))/readyz" >/dev/null && break; sleep 0.1; done
+  done
+}
+
+stop_nodes() {
+  for p in "${nodes[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  nodes=()
+}
+
+redis_pid=""
+start_redis() {
+  redis-server --port 16399 --save "" --appendonly no --bind 127.0.0.1 >"$bin/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 1 50); do redis-cli -p 16399 ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+bench() { # label, chatbench args...
+  local label=$1; shift
+  local pids
+  pids=$(IFS=,; echo "${nodes[*]}")
+  echo "== $label" >&2
+  "$bin/chatbench" -ws-addrs "$wsaddrs" -grpc-addrs "$grpcaddrs" -pids "$pids" -label "$label" -json -q "$@" >"$out/$label.json"
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('   ', r.get('deliveries_per_s'), 'deliveries/s, p99', r.get('latency_ms',{}).get('p99'), 'ms, lost', r.get('lost'), ', cpu/100k', r.get('server_cpu_s_per_100k'))" "$out/$label.json" >&2 || true
+}
+
+want() { [ $# -eq 0 ] || [[ " $* " == *" $1 "* ]]; }
+scen=("$@")
+has() { [ ${#scen[@]} -eq 0 ] || [[ " ${scen[*]} " == *" $1 "* ]]; }
+
+common=(-duration 15s -warmup 3s)
+
+if has 1node; then
+  for r in 10 25 50 100 150; do
+    start_nodes 1
+    bench "1node-ws-r$r" -transport ws -subs 1000 -pubs 10 -rooms 1 -rate "$r" "${common[@]}"
+  done
+  for r in 10 25 50; do
+    start_nodes 1
+    bench "1node-grpc-r$r" -transport grpc -subs 1000 -pubs 10 -rooms 1 -rate "$r" "${common[@]}"
+  done
+  start_nodes 1
+  bench "1node-rooms100" -transport ws -subs 1000 -pubs 100 -rooms 100 -rate 10 "${common[@]}"
+  start_nodes 1
+  bench "1node-rooms100-grpc" -transport grpc -subs 1000 -pubs 100 -rooms 100 -rate 10 "${common[@]}"
+fi
+
+if has 3nodes; then
+  start_redis
+  for r in 25 50 70 100; do
+    redis-cli -p 16399 flushall >/dev/null
+    start_nodes 3 127.0.0.1:16399
+    bench "3nodes-ws-r$r" -transport ws -subs 1000 -pubs 10 -rooms 1 -rate "$r" "${common[@]}"
+  done
+  redis-cli -p 16399 flushall >/dev/null
+  start_nodes 3 127.0.0.1:16399
+  bench "3nodes-rooms100" -transport ws -subs 1000 -pubs 100 -rooms 100 -rate 10 "${common[@]}"
+  redis-cli -p 16399 flushall >/dev/null
+  start_nodes 3 127.0.0.1:16399
+  bench "3nodes-rooms100-grpc" -transport grpc -subs 1000 -pubs 100 -rooms 100 -rate 10 "${common[@]}"
+  kill "$redis_pid"
+fi
+
+if has idle; then
+  start_nodes 1
+  bench "idle-ws-10k" -transport ws -idle 10000
+  start_nodes 1
+  bench "idle-grpc-10k" -transport grpc -idle 10000
+fi
+stop_nodes
+
+go run ./cmd/benchplot -title "one node, 1000 subscribers, 10 publishers" -o docs/latency-throughput-1node.png "$out"/1node-ws-r*.json "$out"/1node-grpc-r*.json || true
+go run ./cmd/benchplot -title "three nodes on one Redis, 1000 subscribers" -o docs/latency-throughput-3nodes.png "$out"/3nodes-ws-r*.json || true
