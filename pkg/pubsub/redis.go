@@ -148,7 +148,11 @@ func (b *Redis) Register(h Handler) {
 // lost epoch does not turn a new message into a duplicate of a message that
 // is gone. Seq is formatted with %d: Lua's default number formatting turns
 // large integers into exponent notation.
-var publishScript = redis.NewScript(`
+var publishScript = redis.NewScript(publishSource)
+
+// publishSource is the text of publishScript. RedisCluster runs it with
+// SPUBLISH in place of PUBLISH (see shardedPublishScript).
+const publishSource = `
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
@@ -174,7 +178,7 @@ if KEYS[3] then
 end
 redis.call('PUBLISH', ARGV[6], epoch .. ':' .. seq .. ':' .. ARGV[1])
 return {seq, epoch, 0}
-`)
+`
 
 // Publish implements Broker.
 func (b *Redis) Publish(ctx context.Context, room string, data []byte, opts PublishOptions) (PublishResult, error) {
