@@ -68,7 +68,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	var origins, level string
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics)")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL (redis://host:port/db) to join a cluster; empty runs on the embedded in-memory default")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://host:port/db, or a Redis Cluster as redis-cluster://host1:port1,host2:port2,... (sharded pub/sub); empty runs on the embedded in-memory default")
 	fs.IntVar(&c.HistorySize, "history-size", 100, "messages kept per room and replayed on join (last N)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long an idle room's history is kept in Redis")
 	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 16<<10, "largest message text accepted, in bytes")
