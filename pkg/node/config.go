@@ -95,7 +95,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve HTTPS/WSS on -http-addr (with -http-tls-key)")
 	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
 	fs.DurationVar(&c.DrainSpread, "drain-spread", 2*time.Second, "after the drain delay, clients are told to reconnect elsewhere in batches spread over this long")
-	fs.DurationVar(&c.WriteDelay, "write-delay", 20*time.Millisecond, "under sustained traffic, the shortest time between two writes to one client (frames in between leave together); 0 writes each at once")
+	fs.DurationVar(&c.WriteDelay, "write-delay", 50*time.Millisecond, "under sustained traffic, the shortest time between two writes to one client (frames in between leave together); 0 writes each at once")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
 
