@@ -67,6 +67,9 @@ func TestTerminalClientAgainstANode(t *testing.T) {
 	}
 	defer other.Close()
 	waitFor(t, out, "* bob joined")
+	if err := other.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := other.SendMessage(ctx, &api.Message{Kind: api.Kind_KIND_TYPING}); err != nil {
 		t.Fatal(err)
 	}

@@ -557,3 +557,19 @@ func TestWriteDelayBatchesBusyClients(t *testing.T) {
 		t.Fatalf("10 frames in a burst took %d writes; want them batched", writes)
 	}
 }
+
+func TestAcksSkipTheWriteDelay(t *testing.T) {
+	t.Parallel()
+	e := newHub(t, func(c *hub.Config) { c.WriteDelay = time.Hour })
+	a, fa := e.join(t, hub.JoinOptions{User: "a", Events: true}, false)
+	fa.nextKind(t, api.Kind_KIND_LIVE)
+	// Each send is answered at once, though the client was just written to.
+	for i := range 3 {
+		if err := a.Publish(context.Background(), &api.Message{Text: fmt.Sprint(i), ClientId: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if m := fa.next(t); m.GetKind() != api.Kind_KIND_ACK || m.GetClientId() != fmt.Sprint(i) {
+			t.Fatalf("got %v", m)
+		}
+	}
+}

@@ -83,7 +83,8 @@ type Session struct {
 	queued   int // bytes in queue
 	replay   int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes
 	closing  bool
-	inflight int // publishes under way; a draining writer waits for their acks
+	inflight int  // publishes under way; a draining writer waits for their acks
+	urgent   bool // the queue holds an ack or error: write without delay
 	reason   CloseReason
 	syncing  bool     // joining: stored frames wait in pending
 	pending  []*Frame // stored frames that arrived while syncing
@@ -176,7 +177,12 @@ func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
 	}
 	s.queue = append(s.queue, f)
 	s.queued += f.size
-	if len(s.queue) == 1 {
+	if own && !s.urgent {
+		// The client is waiting for this answer: no write delay, and
+		// wake a writer that is already waiting one out.
+		s.urgent = true
+		s.signal()
+	} else if len(s.queue) == 1 {
 		s.signal()
 	}
 	return false
@@ -311,13 +317,14 @@ func (s *Session) writeLoop() {
 			}
 			s.mu.Lock()
 		}
-		closing := s.closing
+		closing, urgent := s.closing, s.urgent
 		s.mu.Unlock()
 		// Under sustained traffic, write at most once per WriteDelay, so
 		// that a busy client gets many frames per system call instead of
 		// one; a client written to less often than that is written to at
-		// once, so quiet rooms keep their latency.
-		if d := s.hub.cfg.WriteDelay; d > 0 && !closing {
+		// once, so quiet rooms keep their latency. Acks never wait: a
+		// sender waiting for one would be slowed to one send per delay.
+		if d := s.hub.cfg.WriteDelay; d > 0 && !closing && !urgent {
 			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
 				if delay == nil {
 					delay = time.NewTimer(wait)
@@ -332,9 +339,10 @@ func (s *Session) writeLoop() {
 					case <-s.ctx.Done():
 						break wait
 					case <-s.wake:
-						// More frames, or a close: a close must not wait.
+						// More frames, an ack or a close: those must not
+						// wait.
 						s.mu.Lock()
-						c := s.closing
+						c := s.closing || s.urgent
 						s.mu.Unlock()
 						if c {
 							delay.Stop()
@@ -346,7 +354,7 @@ func (s *Session) writeLoop() {
 		}
 		s.mu.Lock()
 		batch, s.queue = s.queue, batch[:0]
-		s.queued, s.replay = 0, 0
+		s.queued, s.replay, s.urgent = 0, 0, false
 		closing = s.closing
 		s.mu.Unlock()
 
