@@ -136,7 +136,6 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		wake:      make(chan struct{}, 1),
 		syncing:   true,
 	}
-	s.lastWrite.Store(time.Now().UnixNano())
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
 	if err := h.addUser(s); err != nil {
