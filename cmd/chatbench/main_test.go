@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/node"
 )
 
@@ -22,28 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // rate the tool needs, and stops it at cleanup.
 func startNode(t *testing.T) node.Addrs {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	args := []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-send-rate", "100000", "-log-level", "warn"}
-	go func() {
-		done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case a := <-addrs:
-		return a
-	case err := <-done:
-		t.Fatalf("node did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("node did not start")
-	}
-	return node.Addrs{}
+	return testutil.StartNode(t)
 }
 
 // runJSON runs the tool with -json and decodes its result into v.

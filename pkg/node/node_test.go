@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/node"
 )
 
@@ -26,28 +27,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // start runs a node on loopback ports and stops it at cleanup.
 func start(t *testing.T, extra ...string) node.Addrs {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn"}, extra...)
-	go func() {
-		done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case a := <-addrs:
-		return a
-	case err := <-done:
-		t.Fatalf("node did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("node did not start")
-	}
-	return node.Addrs{}
+	// The default rate limit, unless a test sets one.
+	return testutil.StartNode(t, append([]string{"-send-rate", "20"}, extra...)...)
 }
 
 func grpcClient(t *testing.T, addr string) *grpc.ClientConn {

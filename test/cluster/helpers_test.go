@@ -136,42 +136,7 @@ func startNodes(t *testing.T, c *testutil.Cluster, extra ...string) []node.Addrs
 
 func startNode(t *testing.T, redisURL, id string, extra ...string) node.Addrs {
 	t.Helper()
-	args := append([]string{
-		"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
-		"-redis-url", redisURL,
-		"-send-rate", "100000", // the tests' senders are fast on purpose
-		"-node-id", id, "-log-level", "warn",
-	}, extra...)
-	logs := new(logBuffer)
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, args, func(string) string { return "" }, logs, func(a node.Addrs) { addrs <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("node %s: %v", id, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("node %s did not stop within 30s", id)
-		}
-		if t.Failed() {
-			t.Logf("node %s log:\n%s", id, logs)
-		}
-	})
-	select {
-	case a := <-addrs:
-		return a
-	case err := <-done:
-		t.Fatalf("node %s did not start: %v", id, err)
-	case <-time.After(15 * time.Second):
-		t.Fatalf("node %s did not start within 15s", id)
-	}
-	return node.Addrs{}
+	return testutil.StartNode(t, append([]string{"-redis-url", redisURL, "-node-id", id}, extra...)...)
 }
 
 // addrs lists the nodes' addresses for transport tr, starting with node

@@ -34,27 +34,7 @@ func freePort(t *testing.T) int {
 
 func startNode(t *testing.T, redisAddr string, extra ...string) node.Addrs {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn",
-		"-redis-url", "redis://" + redisAddr + "/0", "-send-rate", "1000"}, extra...)
-	go func() {
-		done <- node.Run(ctx, args, func(string) string { return "" }, io.Discard, func(a node.Addrs) { addrs <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case a := <-addrs:
-		return a
-	case err := <-done:
-		t.Fatalf("node: %v", err)
-	}
-	return node.Addrs{}
+	return testutil.StartNode(t, append([]string{"-redis-url", "redis://" + redisAddr + "/0", "-send-rate", "1000"}, extra...)...)
 }
 
 // renderHAProxy turns deploy/haproxy.cfg into a configuration for loopback

@@ -112,42 +112,7 @@ func startNodes(t *testing.T, rs *testutil.RedisServer, n int, extra ...string) 
 
 func startNode(t *testing.T, redisAddr, id string, extra ...string) node.Addrs {
 	t.Helper()
-	args := append([]string{
-		"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
-		"-redis-url", "redis://" + redisAddr + "/0",
-		"-send-rate", "100000", // the tests' senders are fast on purpose
-		"-node-id", id, "-log-level", "warn",
-	}, extra...)
-	logs := new(logBuffer)
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, args, func(string) string { return "" }, logs, func(a node.Addrs) { addrs <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("node %s: %v", id, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("node %s did not stop within 30s", id)
-		}
-		if t.Failed() {
-			t.Logf("node %s log:\n%s", id, logs)
-		}
-	})
-	select {
-	case a := <-addrs:
-		return a
-	case err := <-done:
-		t.Fatalf("node %s did not start: %v", id, err)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("node %s did not start within 10s", id)
-	}
-	return node.Addrs{}
+	return testutil.StartNode(t, append([]string{"-redis-url", "redis://" + redisAddr + "/0", "-node-id", id}, extra...)...)
 }
 
 // addrs lists the nodes' addresses for transport tr, in the order given:
