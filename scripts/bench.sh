@@ -52,7 +52,7 @@ bench() { # label, chatbench args...
   local pids
   pids=$(IFS=,; echo "${nodes[*]}")
   echo "== $label" >&2
-  "$bin/chatbench" -ws-addrs "$wsaddrs" -grpc-addrs "$grpcaddrs" -pids "$pids" -label "$label" -json -q "$@" >"$out/$label.json"
+  "$bin/chatbench" -ws-addrs "$wsaddrs" -grpc-addrs "$grpcaddrs" -pids "$pids" -json -q "$@" >"$out/$label.json"
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('   ', r.get('deliveries_per_s'), 'deliveries/s, p99', r.get('latency_ms',{}).get('p99'), 'ms, lost', r.get('lost'), ', cpu/100k', r.get('server_cpu_s_per_100k'))" "$out/$label.json" >&2 || true
 }
 
