@@ -69,6 +69,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		HeartbeatInterval:  cfg.Heartbeat,
 		DrainSpread:        cfg.DrainSpread,
 		WriteDelay:         cfg.WriteDelay,
+		PresenceTTL:        cfg.PresenceTTL,
+		LeaveGrace:         cfg.LeaveGrace,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,
 		MaxTextBytes:       cfg.MaxTextBytes,
