@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -25,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/node"
 )
 
@@ -63,13 +66,13 @@ type testNode struct {
 // startNode runs a node on the embedded memory backend. httpAddr is
 // "127.0.0.1:0" for a fresh port, or a previous node's address to restart
 // on it. The node stops at the end of the test at the latest.
-func startNode(t *testing.T, httpAddr string) *testNode {
+func startNode(t *testing.T, httpAddr string, extra ...string) *testNode {
 	t.Helper()
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan node.Addrs, 1)
 	done := make(chan error, 1)
-	args := []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", httpAddr, "-shutdown-timeout", "5s", "-log-level", "debug"}
+	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", httpAddr, "-shutdown-timeout", "5s", "-log-level", "debug"}, extra...)
 	noEnv := func(string) string { return "" } // CHAT_* in the environment must not change the test
 	go func() {
 		done <- node.Run(ctx, args, noEnv, logs, func(a node.Addrs) { ready <- a })
@@ -540,4 +543,47 @@ func TestPageReconnect(t *testing.T) {
 	frank2.waitFor("erin's message", func(m *api.Message) bool {
 		return m.GetKind() == api.Kind_KIND_MESSAGE && m.GetText() == "erin is back" && m.GetUser() == "erin"
 	})
+}
+
+// TestPageWithToken: against a node that requires JWTs, the page carries
+// the token given in its form (as a WebSocket subprotocol, never in the
+// URL), joins as the token's user, and its message is stored under that
+// name.
+func TestPageWithToken(t *testing.T) {
+	chromePath(t)
+	secret := "0123456789abcdef0123456789abcdef"
+	n := startNode(t, "127.0.0.1:0", "-jwt-secret", secret)
+	ctx := newBrowser(t)
+	tok, err := auth.Mint([]byte(secret), "alice", nil, time.Hour, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctx, "load, fill the token and join",
+		chromedp.Navigate("http://"+n.HTTP+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="name-input"]`)),
+		chromedp.Clear(chromedp.CSS(`[data-testid="name-input"]`)),
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
+		chromedp.Clear(chromedp.CSS(`[data-testid="room-input"]`)),
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="room-input"]`), "secure"),
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="token-input"]`), tok),
+		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
+	)
+	poll(t, ctx, "status live with a token", `document.querySelector('[data-testid="status"]').dataset.state === "live"`)
+	do(t, ctx, "send",
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "signed hello"),
+		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
+	)
+	poll(t, ctx, "own message confirmed", `!!document.querySelector('[data-testid="message-list"] [data-user="alice"][data-seq]')`)
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+n.HTTP+"/v1/rooms/secure/messages", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"user":"alice"`) || !strings.Contains(string(body), "signed hello") {
+		t.Fatalf("history: %d %s", resp.StatusCode, body)
+	}
 }
