@@ -123,9 +123,14 @@ func (c *Cluster) startProc(p *clusterProc) error {
 	}()
 	deadline := time.Now().Add(redisStartTimeout)
 	for {
-		if pingRedis(p.addr) == nil {
+		switch err := pingRedis(p.addr, cmd.Process.Pid); {
+		case err == nil:
 			p.cmd, p.done = cmd, done
 			return nil
+		case errors.Is(err, errNotOurs):
+			_ = cmd.Process.Kill()
+			<-done
+			return err
 		}
 		select {
 		case <-done:

@@ -5,7 +5,9 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -155,9 +157,14 @@ func (s *RedisServer) start() error {
 	}()
 	deadline := time.Now().Add(redisStartTimeout)
 	for {
-		if pingRedis(s.addr) == nil {
+		switch err := pingRedis(s.addr, cmd.Process.Pid); {
+		case err == nil:
 			s.cmd, s.done = cmd, done
 			return nil
+		case errors.Is(err, errNotOurs):
+			_ = cmd.Process.Kill()
+			<-done
+			return err
 		}
 		select {
 		case <-done:
@@ -173,23 +180,38 @@ func (s *RedisServer) start() error {
 	}
 }
 
-// pingRedis sends one PING in the inline protocol and expects +PONG.
-func pingRedis(addr string) error {
+// errNotOurs reports that a redis-server answers on the address, but not
+// the process just started: two tests probed the same free port, and this
+// one lost the bind.
+var errNotOurs = errors.New("testutil: another redis-server answers on this port")
+
+// pingRedis asks the server at addr for INFO server (inline protocol) and,
+// when pid is not zero, checks that it is process pid.
+func pingRedis(addr string, pid int) error {
 	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	r := bufio.NewReader(conn)
+	head, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(line) != "+PONG" {
-		return fmt.Errorf("unexpected PING reply %q", line)
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil {
+		return fmt.Errorf("unexpected INFO reply %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return err
+	}
+	if pid != 0 && !strings.Contains(string(body), "process_id:"+strconv.Itoa(pid)+"\r\n") {
+		return errNotOurs
 	}
 	return nil
 }

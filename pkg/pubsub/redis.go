@@ -80,6 +80,7 @@ type Redis struct {
 	closed  bool
 
 	closing chan struct{} // closed by Close
+	pubs    chan *publishReq // stored publishes waiting for the batcher
 	wg      sync.WaitGroup
 }
 
@@ -119,7 +120,10 @@ func NewRedis(cfg RedisConfig) *Redis {
 		waiters: make(map[string]chan struct{}),
 		lost:    make(chan struct{}),
 		closing: make(chan struct{}),
+		pubs:    make(chan *publishReq, maxPublishBatch),
 	}
+	b.wg.Add(1)
+	go b.batchPublishes()
 	b.wg.Add(1)
 	go b.receiveLoop()
 	return b
@@ -197,10 +201,10 @@ func (b *Redis) Publish(ctx context.Context, room string, data []byte, opts Publ
 	if opts.IdempotencyKey != "" {
 		keys = append(keys, b.keys.Idempotency(room, opts.IdempotencyKey))
 	}
-	reply, err := publishScript.Run(ctx, b.client, keys,
+	reply, err := b.runPublish(ctx, keys,
 		data, newEpoch(), b.cfg.HistorySize,
 		b.cfg.HistoryTTL.Milliseconds(), b.cfg.IdempotencyTTL.Milliseconds(), channel,
-	).Slice()
+	)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
 	}
