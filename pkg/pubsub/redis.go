@@ -79,7 +79,7 @@ type Redis struct {
 	nextTok uint64
 	closed  bool
 
-	closing chan struct{} // closed by Close
+	closing chan struct{}    // closed by Close
 	pubs    chan *publishReq // stored publishes waiting for the batcher
 	wg      sync.WaitGroup
 }
