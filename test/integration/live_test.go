@@ -50,6 +50,7 @@ func TestTypingAndPresenceAcrossNodes(t *testing.T) {
 	}
 	room := newRoom()
 	watcher := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[0]), User: "watcher", Room: room})
+	waitLive(t, watcher) // it must be there to see the others join
 	alice := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "alice", Room: room})
 	alice2 := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[2]), User: "alice", Room: room}) // second device
 	doomed := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[2]), User: "doomed", Room: room, MaxBackoff: time.Hour, MinBackoff: time.Hour})
