@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -96,54 +95,18 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 // startProc runs one cluster-enabled redis-server and waits for its PING.
 func (c *Cluster) startProc(p *clusterProc) error {
 	_, port, _ := net.SplitHostPort(p.addr)
-	logPath := filepath.Join(c.dir, "redis-"+port+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	cmd := exec.Command(c.bin,
-		"--port", port, "--bind", "127.0.0.1",
+	cmd, done, err := startRedisProcess(c.bin, c.dir, p.addr,
 		"--cluster-enabled", "yes",
 		"--cluster-port", p.busPort,
 		"--cluster-config-file", filepath.Join(c.dir, "nodes-"+port+".conf"),
 		"--cluster-node-timeout", "1000",
 		// A replica must have synced to be promoted: no wait for others.
-		"--repl-diskless-sync-delay", "0",
-		"--save", "", "--appendonly", "no",
-		"--dir", c.dir, "--daemonize", "no")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+		"--repl-diskless-sync-delay", "0")
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	deadline := time.Now().Add(redisStartTimeout)
-	for {
-		switch err := pingRedis(p.addr, cmd.Process.Pid); {
-		case err == nil:
-			p.cmd, p.done = cmd, done
-			return nil
-		case errors.Is(err, errNotOurs):
-			_ = cmd.Process.Kill()
-			<-done
-			return err
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("redis-server on %s exited at start: %s", p.addr, lastLines(string(log), 5))
-		case <-time.After(20 * time.Millisecond): // poll interval, bounded by deadline
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("redis-server on %s did not answer PING within %v", p.addr, redisStartTimeout)
-		}
-	}
+	p.cmd, p.done = cmd, done
+	return nil
 }
 
 // stopAll terminates every node still running and waits for them.

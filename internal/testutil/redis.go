@@ -135,47 +135,57 @@ func (s *RedisServer) signal(sig syscall.Signal, grace time.Duration) {
 func (s *RedisServer) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, port, _ := net.SplitHostPort(s.addr)
-	logPath := filepath.Join(s.dir, "redis-"+port+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd, done, err := startRedisProcess(s.bin, s.dir, s.addr)
 	if err != nil {
 		return err
 	}
+	s.cmd, s.done = cmd, done
+	return nil
+}
+
+// startRedisProcess runs bin (a redis-server) on addr with the tests'
+// settings (loopback, no persistence, files in dir) plus extra, and waits
+// until it answers as its own process. done is closed when it has exited.
+func startRedisProcess(bin, dir, addr string, extra ...string) (cmd *exec.Cmd, done chan struct{}, err error) {
+	_, port, _ := net.SplitHostPort(addr)
+	logPath := filepath.Join(dir, "redis-"+port+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
 	defer logFile.Close()
-	cmd := exec.Command(s.bin,
-		"--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--daemonize", "no")
+	args := append([]string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
+	cmd = exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	done := make(chan struct{})
+	done = make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		close(done)
 	}()
 	deadline := time.Now().Add(redisStartTimeout)
 	for {
-		switch err := pingRedis(s.addr, cmd.Process.Pid); {
+		switch err := pingRedis(addr, cmd.Process.Pid); {
 		case err == nil:
-			s.cmd, s.done = cmd, done
-			return nil
+			return cmd, done, nil
 		case errors.Is(err, errNotOurs):
 			_ = cmd.Process.Kill()
 			<-done
-			return err
+			return nil, nil, err
 		}
 		select {
 		case <-done:
 			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("redis-server on %s exited at start: %s", s.addr, lastLines(string(log), 5))
+			return nil, nil, fmt.Errorf("redis-server on %s exited at start: %s", addr, lastLines(string(log), 5))
 		case <-time.After(20 * time.Millisecond): // poll interval, bounded by deadline
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-done
-			return fmt.Errorf("redis-server on %s did not answer PING within %v", s.addr, redisStartTimeout)
+			return nil, nil, fmt.Errorf("redis-server on %s did not answer PING within %v", addr, redisStartTimeout)
 		}
 	}
 }

@@ -104,22 +104,7 @@ type clusterRoom struct {
 
 // NewRedisCluster returns a broker on cfg.Client. Close stops it.
 func NewRedisCluster(cfg RedisClusterConfig) *RedisCluster {
-	if cfg.HistorySize <= 0 {
-		cfg.HistorySize = 100
-	}
-	if cfg.HistoryTTL <= 0 {
-		cfg.HistoryTTL = 24 * time.Hour
-	}
-	if cfg.IdempotencyTTL <= 0 {
-		cfg.IdempotencyTTL = 5 * time.Minute
-	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 3 * time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := redisDefaults(&cfg.HistorySize, &cfg.HistoryTTL, &cfg.IdempotencyTTL, &cfg.PingInterval, cfg.Logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &RedisCluster{
 		client:       cfg.Client,

@@ -91,25 +91,31 @@ type subscription struct {
 	pending   int  // Subscribe calls waiting for Redis's confirmation
 }
 
+// redisDefaults applies the zero-value defaults that RedisConfig and
+// RedisClusterConfig document, and returns the logger to use.
+func redisDefaults(historySize *int, historyTTL, idempotencyTTL, pingInterval *time.Duration, logger *slog.Logger) *slog.Logger {
+	if *historySize <= 0 {
+		*historySize = 100
+	}
+	if *historyTTL <= 0 {
+		*historyTTL = 24 * time.Hour
+	}
+	if *idempotencyTTL <= 0 {
+		*idempotencyTTL = 5 * time.Minute
+	}
+	if *pingInterval <= 0 {
+		*pingInterval = 3 * time.Second
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return logger
+}
+
 // NewRedis returns a broker on cfg.Client and starts its receive loop.
 // Close stops it.
 func NewRedis(cfg RedisConfig) *Redis {
-	if cfg.HistorySize <= 0 {
-		cfg.HistorySize = 100
-	}
-	if cfg.HistoryTTL <= 0 {
-		cfg.HistoryTTL = 24 * time.Hour
-	}
-	if cfg.IdempotencyTTL <= 0 {
-		cfg.IdempotencyTTL = 5 * time.Minute
-	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 3 * time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := redisDefaults(&cfg.HistorySize, &cfg.HistoryTTL, &cfg.IdempotencyTTL, &cfg.PingInterval, cfg.Logger)
 	b := &Redis{
 		client:  cfg.Client,
 		keys:    history.NewKeys(cfg.Prefix),
