@@ -168,8 +168,15 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		t := time.AfterFunc(time.Until(o.Expires), func() { s.Close(CloseUnauthenticated) })
 		context.AfterFunc(s.ctx, func() { t.Stop() })
 	}
-	h.wg.Add(1)
-	go s.writeLoop()
+	h.wg.Add(1) // done when the session finishes
+	// Writers start on demand; one must also look at a session whose
+	// context ends (the hub's base context), since none may be running.
+	context.AfterFunc(s.ctx, func() {
+		s.mu.Lock()
+		s.wakeLocked()
+		s.mu.Unlock()
+	})
+	s.start()
 	h.presenceJoin(ctx, s)
 	s.log.Debug("session joined")
 	return s, nil

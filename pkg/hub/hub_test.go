@@ -1,9 +1,11 @@
 package hub_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -571,5 +573,56 @@ func TestAcksSkipTheWriteDelay(t *testing.T) {
 		if m := fa.next(t); m.GetKind() != api.Kind_KIND_ACK || m.GetClientId() != fmt.Sprint(i) {
 			t.Fatalf("got %v", m)
 		}
+	}
+}
+
+// writers counts the goroutines running a session writer.
+func writers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Count(buf[:n], []byte("hub.(*Session).writeLoop"))
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Not parallel: it counts goroutines.
+func TestIdleSessionsHoldNoWriter(t *testing.T) {
+	e := newHub(t, nil)
+	const n = 50
+	fts := make([]*fakeTransport, n)
+	var a *hub.Session
+	for i := range fts {
+		s, ft := e.join(t, hub.JoinOptions{User: fmt.Sprintf("u%d", i), Events: true}, false)
+		ft.nextKind(t, api.Kind_KIND_LIVE)
+		fts[i] = ft
+		if i == 0 {
+			a = s
+		}
+	}
+	idle := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for writers() > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d session writers still run on idle sessions", writers())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	idle()
+	// An idle session still gets what comes next, and goes idle again.
+	for round := 1; round <= 3; round++ {
+		if err := a.Publish(context.Background(), &api.Message{Text: fmt.Sprint(round)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, ft := range fts[1:] {
+			if m := ft.nextKind(t, api.Kind_KIND_MESSAGE); m.GetText() != fmt.Sprint(round) || m.GetSeq() != uint64(round) {
+				t.Fatalf("round %d: got %v", round, m)
+			}
+		}
+		idle()
 	}
 }

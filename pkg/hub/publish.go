@@ -32,8 +32,8 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 	defer func() {
 		s.mu.Lock()
 		s.inflight--
+		s.wakeLocked() // a draining writer may be waiting for this answer
 		s.mu.Unlock()
-		s.signal() // a draining writer may be waiting for this answer
 	}()
 	kind := in.GetKind()
 	if kind == api.Kind_KIND_MESSAGE && (in.GetText() == typingCommand || in.GetText() == "/me is typing...") {

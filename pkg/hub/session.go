@@ -76,7 +76,8 @@ type Session struct {
 
 	ctx    context.Context // done when the session stops writing
 	cancel context.CancelFunc
-	wake   chan struct{}
+	wake   chan struct{} // nudges a running writer
+	delay  *time.Timer   // the writer's write-delay timer; only the writer uses it
 
 	mu       sync.Mutex
 	queue    []*Frame
@@ -86,6 +87,9 @@ type Session struct {
 	inflight int  // publishes under way; a draining writer waits for their acks
 	urgent   bool // the queue holds an ack or error: write without delay
 	reason   CloseReason
+	started  bool     // Join is done: a writer may run
+	writing  bool     // a writer goroutine runs (or the session has finished)
+	spare    []*Frame // the writer's batch slice, kept between writers
 	syncing  bool     // joining: stored frames wait in pending
 	pending  []*Frame // stored frames that arrived while syncing
 	lastSeq  uint64   // newest stored id this session has seen
@@ -140,7 +144,9 @@ func (s *Session) afterClose(reason CloseReason) {
 		// stuck Write and lets the gRPC handler return.
 		s.cancel()
 	}
-	s.signal()
+	s.mu.Lock()
+	s.wakeLocked()
+	s.mu.Unlock()
 	s.hub.metrics.disconnect(reason)
 	if reason == CloseSlowConsumer {
 		s.hub.warn(s.log, "closing slow consumer", "reason", reason.String())
@@ -149,7 +155,21 @@ func (s *Session) afterClose(reason CloseReason) {
 	}
 }
 
-func (s *Session) signal() {
+// wakeLocked makes a writer look at the session: it starts one when none
+// runs, or nudges the one that does. s.mu must be held.
+//
+// The writer runs only while there is something to write or the session is
+// closing, and exits when the queue is empty: an idle session holds no
+// goroutine (a goroutine's stack is most of an idle connection's memory).
+func (s *Session) wakeLocked() {
+	if !s.started {
+		return // Join starts the first writer
+	}
+	if !s.writing {
+		s.writing = true
+		go s.writeLoop()
+		return
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -181,9 +201,9 @@ func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
 		// The client is waiting for this answer: no write delay, and
 		// wake a writer that is already waiting one out.
 		s.urgent = true
-		s.signal()
+		s.wakeLocked()
 	} else if len(s.queue) == 1 {
-		s.signal()
+		s.wakeLocked()
 	}
 	return false
 }
@@ -294,28 +314,36 @@ func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated bo
 	}
 }
 
-// writeLoop is the session's writer goroutine: it drains the queue in
-// batches, so a client that fell behind catches up with few system calls.
+// start lets writers run once Join is done, and starts the first one if
+// the join queued frames (the replay) or the session already closes.
+func (s *Session) start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.started = true
+	if len(s.queue) > 0 || s.closing || s.ctx.Err() != nil {
+		s.wakeLocked()
+	}
+}
+
+// writeLoop is the session's writer: it drains the queue in batches, so a
+// client that fell behind catches up with few system calls, and returns
+// once the queue is empty (wakeLocked starts the next one). The writer that
+// finds the session closed and flushed finishes it.
 func (s *Session) writeLoop() {
-	defer s.hub.wg.Done()
-	var (
-		batch []*Frame
-		delay *time.Timer
-	)
-	defer func() {
-		if delay != nil {
-			delay.Stop()
-		}
-	}()
+	batch := s.takeSpare()
 	for {
 		s.mu.Lock()
-		for len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
-			s.mu.Unlock()
-			select {
-			case <-s.wake:
-			case <-s.ctx.Done():
+		if len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
+			// Nothing to do: exit under the lock, so that the next frame
+			// (or close, or answer a draining writer waits for) starts a
+			// new writer.
+			s.stopDelay() // under the lock: the next writer may use it
+			s.writing = false
+			if cap(batch) <= maxSpareFrames {
+				s.spare = batch[:0]
 			}
-			s.mu.Lock()
+			s.mu.Unlock()
+			return
 		}
 		closing, urgent := s.closing, s.urgent
 		s.mu.Unlock()
@@ -326,15 +354,15 @@ func (s *Session) writeLoop() {
 		// sender waiting for one would be slowed to one send per delay.
 		if d := s.hub.cfg.WriteDelay; d > 0 && !closing && !urgent {
 			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
-				if delay == nil {
-					delay = time.NewTimer(wait)
+				if s.delay == nil {
+					s.delay = time.NewTimer(wait)
 				} else {
-					delay.Reset(wait)
+					s.delay.Reset(wait)
 				}
 			wait:
 				for {
 					select {
-					case <-delay.C:
+					case <-s.delay.C:
 						break wait
 					case <-s.ctx.Done():
 						break wait
@@ -345,7 +373,7 @@ func (s *Session) writeLoop() {
 						c := s.closing || s.urgent
 						s.mu.Unlock()
 						if c {
-							delay.Stop()
+							s.delay.Stop()
 							break wait
 						}
 					}
@@ -381,12 +409,36 @@ func (s *Session) writeLoop() {
 			}
 		}
 	}
+	s.stopDelay()
+	// This writer finishes the session; writing stays true so that no
+	// other starts.
 	// Free the user's stream slot before the client can learn the stream
 	// ended: a client at its limit may reconnect at once.
 	s.hub.removeUser(s)
 	s.cancel()
 	s.t.Close(s.Reason())
 	s.hub.leave(s)
+	s.hub.wg.Done()
+}
+
+// maxSpareFrames bounds the batch slice an idle session keeps for its next
+// writer: a burst's big slice is dropped.
+const maxSpareFrames = 64
+
+func (s *Session) takeSpare() []*Frame {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.spare
+	s.spare = nil
+	return b
+}
+
+// stopDelay stops the write-delay timer, so that a finished writer leaves
+// no timer behind.
+func (s *Session) stopDelay() {
+	if s.delay != nil {
+		s.delay.Stop()
+	}
 }
 
 // observeLag records how long live messages took from their server
