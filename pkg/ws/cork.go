@@ -76,6 +76,14 @@ func textFrame(f *hub.Frame) []byte {
 	return b
 }
 
+// controlFrameBuffer is the library's write buffer: a control frame's
+// largest encoding (a 14-byte header, masked as a client would, plus 125
+// bytes of payload) fits.
+const controlFrameBuffer = 256
+
+// readBuffer is the connection's read buffer.
+const readBuffer = 512
+
 // corkWriter hands coder/websocket a hijacked connection wrapped in a
 // rawConn.
 type corkWriter struct {
@@ -93,8 +101,21 @@ func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &rawConn{Conn: nc}
-	// Big enough that every control frame the library writes leaves in
-	// one flush, hence one rawConn.Write.
-	brw.Writer = bufio.NewWriterSize(w.conn, 4096)
+	// The library reads through brw.Reader for the connection's life;
+	// net/http's is 4 KiB. Clients send little (small JSON frames, and a
+	// payload bigger than the buffer is read around it), so a small one
+	// serves, and every idle connection keeps it. Only when the client
+	// has sent nothing early: the library keeps what is buffered but
+	// replaces the reader's source, so early bytes must stay in
+	// net/http's buffer.
+	if brw.Reader.Buffered() == 0 {
+		brw.Reader = bufio.NewReaderSize(nc, readBuffer)
+	}
+	// Big enough that every frame the library writes leaves in one flush,
+	// hence one rawConn.Write, never split around a batch: after the join
+	// those are control frames only (at most 2+125 bytes); the error
+	// frames written before it, when no batch can run, may be split.
+	// Small, because every idle connection keeps it.
+	brw.Writer = bufio.NewWriterSize(w.conn, controlFrameBuffer)
 	return w.conn, brw, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -102,7 +103,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// r.Context() must not be used after the upgrade: the connection is
 	// hijacked. The session has its own context.
 	conn := &conn{h: h, c: c, raw: cw.conn, claims: claims, closed: make(chan struct{})}
-	conn.run(context.Background())
+	ctx := context.Background()
+	if stop, ok := conn.join(ctx); ok {
+		// The rest of the connection's life is reading, on a goroutine
+		// of its own: this one's stack has grown through the request, the
+		// handshake and the join, and an idle connection would keep it.
+		go conn.serve(ctx, stop)
+	}
 }
 
 // conn is one WebSocket client; it implements hub.Transport.
@@ -117,11 +124,14 @@ type conn struct {
 	closed chan struct{}
 }
 
-func (k *conn) run(ctx context.Context) {
-	defer k.c.CloseNow()
+// join reads the first message, joins the hub, and sends the first
+// message's text. When ok, serve must run next with stop; otherwise the
+// connection is closed.
+func (k *conn) join(ctx context.Context) (stop func() bool, ok bool) {
 	first, ok := k.readFirst(ctx)
 	if !ok {
-		return
+		k.c.CloseNow()
+		return nil, false
 	}
 	j := first.GetJoin()
 	o := hub.JoinOptions{
@@ -140,58 +150,75 @@ func (k *conn) run(ctx context.Context) {
 	sess, err := k.h.cfg.Hub.Join(ctx, k, o)
 	if err != nil {
 		k.fail(ctx, err)
-		return
+		k.c.CloseNow()
+		return nil, false
 	}
 	k.sess = sess
 	// A session closed without flush (slow consumer, dead peer) drops the
 	// connection at once, which also ends a write stuck on it.
-	stop := context.AfterFunc(sess.Context(), func() {
+	stop = context.AfterFunc(sess.Context(), func() {
 		if r := sess.Reason(); r == hub.CloseSlowConsumer || r == hub.CloseWriteError {
 			k.c.CloseNow()
 		}
 	})
-	defer stop()
 	if first.GetText() != "" || first.GetKind() == api.Kind_KIND_TYPING {
 		if !k.publish(ctx, first) {
-			<-k.closed
-			return
+			k.finish(stop)
+			return nil, false
 		}
 	}
-	go k.pinger(sess.Context())
-	k.readLoop(ctx, sess)
-	// Not sess.Context(): it ends just before the writer sends the close
-	// frame, and the deferred CloseNow would race that frame away.
-	<-k.closed
+	return stop, true
 }
 
-// readFirst reads frames until one is a valid join message.
+// serve reads the joined client's frames until either side ends the
+// session.
+func (k *conn) serve(ctx context.Context, stop func() bool) {
+	k.startPinger(k.sess.Context())
+	k.readLoop(ctx, k.sess)
+	k.finish(stop)
+}
+
+// finish waits for the session's writer to close the connection, then
+// releases it. Not sess.Context(): that ends just before the writer sends
+// the close frame, which dropping the connection would race away.
+func (k *conn) finish(stop func() bool) {
+	<-k.closed
+	stop()
+	k.c.CloseNow()
+}
+
+// readFirst reads frames until one is a valid join message. Malformed
+// frames are answered here directly: no session writer runs yet.
 func (k *conn) readFirst(ctx context.Context) (*api.Message, bool) {
 	for {
-		m, ok := k.readMessage(ctx)
+		m, bad, ok := k.readMessage(ctx)
+		if bad != nil {
+			k.writeError(ctx, codes.InvalidArgument, bad.Error(), 0)
+			continue
+		}
 		if m != nil || !ok {
 			return m, ok
 		}
 	}
 }
 
-// readMessage reads one frame. It returns (nil, true) for a malformed frame
-// that was answered with an error frame, and (nil, false) when the
-// connection is done.
-func (k *conn) readMessage(ctx context.Context) (*api.Message, bool) {
+// readMessage reads one frame. It returns the decoding error of a malformed
+// frame (for the caller to answer), and ok false when the connection is
+// done.
+func (k *conn) readMessage(ctx context.Context) (m *api.Message, bad error, ok bool) {
 	typ, data, err := k.c.Read(ctx)
 	if err != nil {
-		return nil, false
+		return nil, nil, false
 	}
 	if typ != websocket.MessageText {
 		k.c.Close(websocket.StatusUnsupportedData, "binary frames are not supported: send JSON text frames")
-		return nil, false
+		return nil, nil, false
 	}
-	m, err := DecodeFrame(data)
+	m, err = DecodeFrame(data)
 	if err != nil {
-		k.writeError(ctx, codes.InvalidArgument, err.Error(), 0)
-		return nil, true
+		return nil, err, true
 	}
-	return m, true
+	return m, nil, true
 }
 
 // DecodeFrame parses a client's text frame: a chat.Message in protojson.
@@ -212,12 +239,16 @@ func (k *conn) readLoop(ctx context.Context, sess *hub.Session) {
 		// session's context ends just before its writer sends the close
 		// frame (1008 token expired, 1012 restart, ...), which would then
 		// be lost. The read ends when Close closes the connection.
-		m, ok := k.readMessage(ctx)
+		m, bad, ok := k.readMessage(ctx)
 		if !ok {
 			sess.Close(hub.CloseNormal)
 			return
 		}
-		if m == nil {
+		if bad != nil {
+			// Through the session's queue, like every frame after the
+			// join: the library itself writes only control frames from
+			// now on (see corkWriter).
+			sess.SendError(&api.Error{Code: int32(codes.InvalidArgument), Message: bad.Error()}, "")
 			continue
 		}
 		if !k.publish(sess.Context(), m) {
@@ -292,26 +323,46 @@ func (k *conn) Close(reason hub.CloseReason) {
 	k.c.Close(status, text)
 }
 
-// pinger keeps idle connections alive through proxies and finds dead peers.
-func (k *conn) pinger(ctx context.Context) {
-	t := time.NewTicker(k.h.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, k.h.cfg.PingInterval)
-		err := k.c.Ping(pctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				k.sess.Close(hub.CloseWriteError)
-			}
-			return
-		}
+// startPinger pings the peer every PingInterval until ctx ends, which keeps
+// idle connections alive through proxies and finds dead peers. It runs from
+// a timer, not a goroutine of its own: an idle connection's memory is
+// mostly its goroutines' stacks.
+func (k *conn) startPinger(ctx context.Context) {
+	p := &pinger{k: k, ctx: ctx}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t = time.AfterFunc(k.h.cfg.PingInterval, p.ping)
+	context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.t.Stop()
+	})
+}
+
+type pinger struct {
+	k   *conn
+	ctx context.Context
+	mu  sync.Mutex
+	t   *time.Timer
+}
+
+// ping sends one ping and waits for its pong (which the read loop
+// handles); a peer that does not answer within an interval is closed.
+func (p *pinger) ping() {
+	k := p.k
+	pctx, cancel := context.WithTimeout(p.ctx, k.h.cfg.PingInterval)
+	err := k.c.Ping(pctx)
+	cancel()
+	if p.ctx.Err() != nil {
+		return
 	}
+	if err != nil {
+		k.sess.Close(hub.CloseWriteError)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t.Reset(k.h.cfg.PingInterval)
 }
 
 // CloseStatus maps a close reason to the WebSocket close code and text.

@@ -1,9 +1,12 @@
 package ws_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,7 +24,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newServer(t *testing.T, mod func(*hub.Config)) string {
+func newServer(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) string {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
@@ -32,7 +35,11 @@ func newServer(t *testing.T, mod func(*hub.Config)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ws.New(ws.Config{Hub: h, OriginPatterns: []string{"allowed.example"}}))
+	wc := ws.Config{Hub: h, OriginPatterns: []string{"allowed.example"}}
+	for _, m := range wsMods {
+		m(&wc)
+	}
+	srv := httptest.NewServer(ws.New(wc))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -284,4 +291,115 @@ func TestSlowWebSocketConsumer(t *testing.T) {
 func jsonSeq(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
+}
+
+func TestPingsCloseDeadPeers(t *testing.T) {
+	t.Parallel()
+	url := newServer(t, nil, func(c *ws.Config) { c.PingInterval = 50 * time.Millisecond })
+	// A peer that keeps reading answers the pings and stays; one that
+	// stops reading (a dead peer) never sends its pong and is dropped.
+	live := dial(t, url, `{"user":"live","join":{"events":true}}`)
+	live.nextKind("KIND_LIVE")
+	frames := make(chan map[string]any, 100)
+	go func() {
+		defer close(frames)
+		for {
+			_, data, err := live.c.Read(context.Background())
+			if err != nil {
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(data, &m) == nil {
+				frames <- m
+			}
+		}
+	}()
+	dead := dial(t, url, `{"user":"dead"}`)
+	time.Sleep(500 * time.Millisecond) // ten intervals without a pong
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		_, _, err := dead.c.Read(ctx)
+		if err == nil {
+			continue // frames sent before the server gave up
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the server kept a peer that answers no ping")
+		}
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			t.Fatalf("want the connection dropped, got a close frame %v", ce)
+		}
+		break
+	}
+	live.send(`{"text":"still here","clientId":"c1"}`)
+	for m := range frames {
+		if m["kind"] == "KIND_ACK" && m["clientId"] == "c1" {
+			live.c.CloseNow()
+			for range frames {
+			}
+			return
+		}
+	}
+	t.Fatal("the live peer was dropped")
+}
+
+// maskedText encodes p as a client's masked, final text frame.
+func maskedText(p []byte) []byte {
+	key := [4]byte{1, 2, 3, 4}
+	b := []byte{0x81}
+	switch l := len(p); {
+	case l < 126:
+		b = append(b, 0x80|byte(l))
+	default:
+		b = append(b, 0x80|126, byte(l>>8), byte(l))
+	}
+	b = append(b, key[:]...)
+	for i, c := range p {
+		b = append(b, c^key[i%4])
+	}
+	return b
+}
+
+func TestFrameSentWithTheUpgradeRequest(t *testing.T) {
+	t.Parallel()
+	url := newServer(t, nil)
+	// A client may send its first frame right behind the upgrade request,
+	// in the same segment: the server must read it before anything else.
+	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	first := maskedText([]byte(`{"user":"early","join":{"events":true}}`))
+	if _, err := nc.Write(append([]byte(req), first...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %s", resp.Status)
+	}
+	var hdr [2]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	if hdr[0] != 0x81 || hdr[1] >= 126 {
+		t.Fatalf("want a short text frame, got header % x", hdr)
+	}
+	payload := make([]byte, hdr[1])
+	if _, err := io.ReadFull(br, payload); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(payload, &m); err != nil || m["kind"] != "KIND_LIVE" {
+		t.Fatalf("want KIND_LIVE, got %q (%v)", payload, err)
+	}
 }
