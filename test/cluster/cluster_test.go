@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/history"
@@ -20,8 +21,8 @@ import (
 // node, over gRPC and WebSocket in turn.
 type roomMembers struct {
 	room      string
-	sender    *member
-	receivers []*member
+	sender    *chattest.Member
+	receivers []*chattest.Member
 }
 
 func joinRoom(t *testing.T, nodes []node.Addrs, room string, home int) *roomMembers {
@@ -34,7 +35,7 @@ func joinRoom(t *testing.T, nodes []node.Addrs, room string, home int) *roomMemb
 		}
 		rm.receivers = append(rm.receivers, join(t, nodes, n, tr, fmt.Sprintf("r%d-%s-%s", n, tr, room), room))
 	}
-	waitLive(t, append([]*member{rm.sender}, rm.receivers...)...)
+	chattest.WaitLive(t, liveTimeout, append([]*chattest.Member{rm.sender}, rm.receivers...)...)
 	return rm
 }
 
@@ -48,11 +49,11 @@ func checkRoom(t *testing.T, nodes []node.Addrs, rm *roomMembers, acks []*api.Me
 	if len(acks) == 0 {
 		t.Fatalf("%s: no acks", rm.room)
 	}
-	waitHas(t, 30*time.Second, acks[len(acks)-1], rm.receivers...)
-	log := roomLog(t, nodes[0].GRPC, rm.room)
+	chattest.WaitHas(t, 30*time.Second, acks[len(acks)-1], rm.receivers...)
+	log := chattest.RoomLog(t, nodes[0].GRPC, rm.room)
 	checkAcks(t, log, acks)
 	for _, r := range rm.receivers {
-		if err := checkDelivery(r, log); err != nil {
+		if err := chattest.CheckDelivery(r, log, chattest.RejectOtherEpochs); err != nil {
 			t.Error(err)
 		}
 	}
@@ -72,29 +73,29 @@ func TestRoomsOnDifferentShards(t *testing.T) {
 		rms = append(rms, joinRoom(t, nodes, room, i%len(nodes)))
 	}
 	for i, room := range rooms {
-		eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(room), masters[i], int64(len(nodes))) })
+		chattest.Eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(room), masters[i], int64(len(nodes))) })
 	}
 
 	const n = 150
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var senders []*sender
+	var senders []*chattest.Sender
 	for _, rm := range rms {
-		senders = append(senders, startSender(ctx, rm.sender, rm.room, n))
+		senders = append(senders, chattest.StartSender(ctx, rm.sender, rm.room, n))
 	}
 	for i, rm := range rms {
-		acks := senders[i].wait(t, 60*time.Second)
+		acks := senders[i].Wait(t)
 		checkRoom(t, nodes, rm, acks)
 		for _, r := range rm.receivers {
-			if got := len(r.stored()); got != n {
-				t.Errorf("%s got %d stored messages; want %d", r.user, got, n)
+			if got := len(r.Stored("")); got != n {
+				t.Errorf("%s got %d stored messages; want %d", r.User, got, n)
 			}
 		}
 	}
 	for _, rm := range rms {
-		for _, m := range append([]*member{rm.sender}, rm.receivers...) {
+		for _, m := range append([]*chattest.Member{rm.sender}, rm.receivers...) {
 			if k := m.Reconnects.Load(); k != 0 {
-				t.Errorf("%s reconnected %d times; want a steady connection", m.user, k)
+				t.Errorf("%s reconnected %d times; want a steady connection", m.User, k)
 			}
 		}
 	}
@@ -149,20 +150,20 @@ func TestMasterFailover(t *testing.T) {
 	const total = 300
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	sHit, sCalm := startSender(ctx, hit.sender, "hit", total), startSender(ctx, calm.sender, "calm", total)
-	sHit.waitAcked(t, total/3)
+	sHit, sCalm := chattest.StartSender(ctx, hit.sender, "hit", total), chattest.StartSender(ctx, calm.sender, "calm", total)
+	sHit.WaitAcked(t, total/3)
 	c.Kill(victim)
 	owner := c.WaitMasterFor(hit.room, victim)
-	t.Logf("master %s killed after %d acks; %s took over", victim, len(sHit.acked()), owner)
+	t.Logf("master %s killed after %d acks; %s took over", victim, len(sHit.Acked()), owner)
 
-	checkRoom(t, nodes, hit, sHit.wait(t, 60*time.Second))
-	checkRoom(t, nodes, calm, sCalm.wait(t, 60*time.Second))
-	eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(hit.room), owner, int64(len(nodes))) })
+	checkRoom(t, nodes, hit, sHit.Wait(t))
+	checkRoom(t, nodes, calm, sCalm.Wait(t))
+	chattest.Eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(hit.room), owner, int64(len(nodes))) })
 	for _, n := range nodes {
-		if v, err := metric(n.HTTP, "chat_hub_bus_reconnects_total"); err != nil || v < 1 {
+		if v, err := chattest.Metric(n.HTTP, "chat_hub_bus_reconnects_total"); err != nil || v < 1 {
 			t.Errorf("node %s: %v bus reconnects (err %v); want the failover reported", n.HTTP, v, err)
 		}
-		bf, _ := metric(n.HTTP, "chat_hub_backfills_total")
+		bf, _ := chattest.Metric(n.HTTP, "chat_hub_backfills_total")
 		t.Logf("node %s: %v backfills", n.HTTP, bf)
 	}
 }
@@ -179,24 +180,24 @@ func TestSlotMigration(t *testing.T) {
 	rooms, masters := roomsOnMasters(t, c, "m-")
 	from, to := masters[0], masters[1]
 	moved, stays := joinRoom(t, nodes, rooms[0], 0), joinRoom(t, nodes, rooms[2], 1)
-	eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(moved.room), from, int64(len(nodes))) })
+	chattest.Eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(moved.room), from, int64(len(nodes))) })
 
 	const total = 300
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	sMoved, sStays := startSender(ctx, moved.sender, "moved", total), startSender(ctx, stays.sender, "stays", total)
-	sMoved.waitAcked(t, total/3)
+	sMoved, sStays := chattest.StartSender(ctx, moved.sender, "moved", total), chattest.StartSender(ctx, stays.sender, "stays", total)
+	sMoved.WaitAcked(t, total/3)
 	c.MigrateSlot(testutil.RoomSlot(moved.room), to)
-	t.Logf("slot %d of %s moved from %s to %s after %d acks", testutil.RoomSlot(moved.room), moved.room, from, to, len(sMoved.acked()))
+	t.Logf("slot %d of %s moved from %s to %s after %d acks", testutil.RoomSlot(moved.room), moved.room, from, to, len(sMoved.Acked()))
 
-	checkRoom(t, nodes, moved, sMoved.wait(t, 60*time.Second))
-	checkRoom(t, nodes, stays, sStays.wait(t, 60*time.Second))
-	eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(moved.room), to, int64(len(nodes))) })
+	checkRoom(t, nodes, moved, sMoved.Wait(t))
+	checkRoom(t, nodes, stays, sStays.Wait(t))
+	chattest.Eventually(t, 10*time.Second, func() error { return checkSubscribers(c, t, channel(moved.room), to, int64(len(nodes))) })
 	for _, n := range nodes {
-		if v, err := metric(n.HTTP, "chat_hub_bus_reconnects_total"); err != nil || v < 1 {
+		if v, err := chattest.Metric(n.HTTP, "chat_hub_bus_reconnects_total"); err != nil || v < 1 {
 			t.Errorf("node %s: %v bus reconnects (err %v); want the move reported", n.HTTP, v, err)
 		}
-		bf, _ := metric(n.HTTP, "chat_hub_backfills_total")
+		bf, _ := chattest.Metric(n.HTTP, "chat_hub_backfills_total")
 		t.Logf("node %s: %v backfills", n.HTTP, bf)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/history"
@@ -26,18 +27,18 @@ func TestThreeNodesOneBurst(t *testing.T) {
 	nodes := startNodes(t, rs, 3, "-history-size", "400")
 	room := newRoom()
 
-	var members []*member
+	var members []*chattest.Member
 	for i := range 6 {
 		tr := client.GRPC
 		if i%2 == 1 {
 			tr = client.WebSocket
 		}
-		members = append(members, join(t, client.Config{
-			Addrs: addrs(tr, rotate(nodes, i%3)...), Transport: tr,
+		members = append(members, chattest.Join(t, client.Config{
+			Addrs: chattest.Addrs(tr, chattest.Rotate(nodes, i%3)...), Transport: tr,
 			User: fmt.Sprintf("u%d-%s", i, tr), Room: room,
 		}))
 	}
-	waitLive(t, members...)
+	chattest.WaitLive(t, liveTimeout, members...)
 	sender, receivers := members[0], members[1:]
 
 	const n = 300
@@ -61,26 +62,26 @@ func TestThreeNodesOneBurst(t *testing.T) {
 	// Each session's frames arrive in order, so once the last message is
 	// in, any duplicate would have come before it.
 	last := &api.Message{Epoch: epoch, Seq: n, Text: fmt.Sprintf("burst-%03d", n)}
-	waitHas(t, 20*time.Second, last, receivers...)
+	chattest.WaitHas(t, 20*time.Second, last, receivers...)
 
 	for _, r := range receivers {
-		got := r.stored("")
+		got := r.Stored("")
 		if !equalSeqs(seqs(got), seqRange(1, n)) {
-			t.Errorf("%s got seqs %v; want 1..%d once each, in order", r.user, seqs(got), n)
+			t.Errorf("%s got seqs %v; want 1..%d once each, in order", r.User, seqs(got), n)
 			continue
 		}
 		for i, m := range got {
-			if want := fmt.Sprintf("burst-%03d", i+1); m.GetText() != want || m.GetUser() != sender.user || m.GetEpoch() != epoch {
-				t.Errorf("%s: seq %d is %s:%q in epoch %q; want %s:%q in %q", r.user, m.GetSeq(), m.GetUser(), m.GetText(), m.GetEpoch(), sender.user, want, epoch)
+			if want := fmt.Sprintf("burst-%03d", i+1); m.GetText() != want || m.GetUser() != sender.User || m.GetEpoch() != epoch {
+				t.Errorf("%s: seq %d is %s:%q in epoch %q; want %s:%q in %q", r.User, m.GetSeq(), m.GetUser(), m.GetText(), m.GetEpoch(), sender.User, want, epoch)
 			}
 		}
 	}
-	if own := sender.stored(""); len(own) != 0 {
+	if own := sender.Stored(""); len(own) != 0 {
 		t.Errorf("the sender got %d of its own messages; want acks only", len(own))
 	}
 	for _, m := range members {
 		if n := m.Reconnects.Load(); n != 0 {
-			t.Errorf("%s reconnected %d times; want a steady connection", m.user, n)
+			t.Errorf("%s reconnected %d times; want a steady connection", m.User, n)
 		}
 	}
 }
@@ -100,9 +101,9 @@ func TestLateJoinerAndResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	writer := join(t, client.Config{Addrs: addrs(client.GRPC, a), User: "writer", Room: room})
-	watcher := join(t, client.Config{Addrs: addrs(client.WebSocket, a), Transport: client.WebSocket, User: "watcher", Room: room})
-	waitLive(t, writer, watcher)
+	writer := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, a), User: "writer", Room: room})
+	watcher := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, a), Transport: client.WebSocket, User: "watcher", Room: room})
+	chattest.WaitLive(t, liveTimeout, writer, watcher)
 	send := func(from, to int) *api.Message {
 		t.Helper()
 		var ack *api.Message
@@ -128,7 +129,7 @@ func TestLateJoinerAndResume(t *testing.T) {
 
 	// The watcher sees 1..20, then leaves, remembering where it was.
 	ack20 := send(1, 20)
-	waitHas(t, 10*time.Second, ack20, watcher)
+	chattest.WaitHas(t, 10*time.Second, ack20, watcher)
 	watcher.Close()
 	epoch, k := watcher.Position()
 	if epoch != ack20.GetEpoch() || k != 20 {
@@ -137,9 +138,9 @@ func TestLateJoinerAndResume(t *testing.T) {
 	send(21, 40) // the log now holds 11..40
 
 	// A late joiner on node C asking for 10 gets exactly 31..40, then live.
-	late := join(t, client.Config{Addrs: addrs(client.GRPC, c), User: "late", Room: room, History: 10})
-	waitLive(t, late)
-	if got := late.stored(""); !equalSeqs(seqs(got), seqRange(31, 40)) {
+	late := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, c), User: "late", Room: room, History: 10})
+	chattest.WaitLive(t, liveTimeout, late)
+	if got := late.Stored(""); !equalSeqs(seqs(got), seqRange(31, 40)) {
 		t.Fatalf("late joiner replayed seqs %v; want 31..40", seqs(got))
 	} else {
 		checkTexts("late joiner", got)
@@ -157,11 +158,11 @@ func TestLateJoinerAndResume(t *testing.T) {
 	var cases []rawCase
 	for _, tr := range []client.Transport{client.GRPC, client.WebSocket} {
 		cases = append(cases,
-			rawCase{"resume-" + string(tr), tr, addrs(tr, b)[0], &api.Join{Events: true, AfterSeq: k, Epoch: epoch}, seqRange(21, 40), false},
-			rawCase{"resume-trimmed-" + string(tr), tr, addrs(tr, b)[0], &api.Join{Events: true, AfterSeq: 5, Epoch: epoch}, seqRange(11, 40), true},
-			rawCase{"resume-other-epoch-" + string(tr), tr, addrs(tr, b)[0], &api.Join{Events: true, AfterSeq: 20, Epoch: "0123456789abcdef"}, seqRange(11, 40), true},
-			rawCase{"resume-up-to-date-" + string(tr), tr, addrs(tr, c)[0], &api.Join{Events: true, AfterSeq: 40, Epoch: epoch}, nil, false},
-			rawCase{"no-history-" + string(tr), tr, addrs(tr, c)[0], &api.Join{Events: true, NoHistory: true}, nil, false},
+			rawCase{"resume-" + string(tr), tr, chattest.Addrs(tr, b)[0], &api.Join{Events: true, AfterSeq: k, Epoch: epoch}, seqRange(21, 40), false},
+			rawCase{"resume-trimmed-" + string(tr), tr, chattest.Addrs(tr, b)[0], &api.Join{Events: true, AfterSeq: 5, Epoch: epoch}, seqRange(11, 40), true},
+			rawCase{"resume-other-epoch-" + string(tr), tr, chattest.Addrs(tr, b)[0], &api.Join{Events: true, AfterSeq: 20, Epoch: "0123456789abcdef"}, seqRange(11, 40), true},
+			rawCase{"resume-up-to-date-" + string(tr), tr, chattest.Addrs(tr, c)[0], &api.Join{Events: true, AfterSeq: 40, Epoch: epoch}, nil, false},
+			rawCase{"no-history-" + string(tr), tr, chattest.Addrs(tr, c)[0], &api.Join{Events: true, NoHistory: true}, nil, false},
 		)
 	}
 	streams := make([]raw, len(cases))
@@ -192,8 +193,8 @@ func TestLateJoinerAndResume(t *testing.T) {
 			t.Errorf("%s: live message %s:%d %q; want %s:41 m-41", cases[i].name, m.GetEpoch(), m.GetSeq(), m.GetText(), epoch)
 		}
 	}
-	waitHas(t, 10*time.Second, ack41, late)
-	if got := late.stored(""); !equalSeqs(seqs(got), seqRange(31, 41)) {
+	chattest.WaitHas(t, 10*time.Second, ack41, late)
+	if got := late.Stored(""); !equalSeqs(seqs(got), seqRange(31, 41)) {
 		t.Errorf("late joiner got seqs %v; want 31..41", seqs(got))
 	}
 }
@@ -227,7 +228,7 @@ func TestSubscriptionPropagation(t *testing.T) {
 	}
 	expectEventually := func(want int64, why string) {
 		t.Helper()
-		eventually(t, 10*time.Second, func() error {
+		chattest.Eventually(t, 10*time.Second, func() error {
 			if got, err := numsub(); err != nil || got != want {
 				return fmt.Errorf("%s: %d subscribers (err %v); want %d", why, got, err, want)
 			}
@@ -238,8 +239,8 @@ func TestSubscriptionPropagation(t *testing.T) {
 	// leaves its room before the node stops counting its user.
 	users := func(httpAddr string, n float64) {
 		t.Helper()
-		eventually(t, 10*time.Second, func() error {
-			v, err := metric(httpAddr, "active_users")
+		chattest.Eventually(t, 10*time.Second, func() error {
+			v, err := chattest.Metric(httpAddr, "active_users")
 			if err == nil && v != n {
 				err = fmt.Errorf("node %s: %v active users; want %v", httpAddr, v, n)
 			}
@@ -248,14 +249,14 @@ func TestSubscriptionPropagation(t *testing.T) {
 	}
 
 	expect(0, "before any join")
-	a1 := join(t, client.Config{Addrs: addrs(client.GRPC, a), User: "a1", Room: room})
-	waitLive(t, a1)
+	a1 := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, a), User: "a1", Room: room})
+	chattest.WaitLive(t, liveTimeout, a1)
 	expect(1, "after the first join on A") // Subscribe returned once Redis confirmed
-	b1 := join(t, client.Config{Addrs: addrs(client.WebSocket, b), Transport: client.WebSocket, User: "b1", Room: room})
-	waitLive(t, b1)
+	b1 := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, b), Transport: client.WebSocket, User: "b1", Room: room})
+	chattest.WaitLive(t, liveTimeout, b1)
 	expect(2, "after a join on B")
-	a2 := join(t, client.Config{Addrs: addrs(client.WebSocket, a), Transport: client.WebSocket, User: "a2", Room: room})
-	waitLive(t, a2)
+	a2 := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, a), Transport: client.WebSocket, User: "a2", Room: room})
+	chattest.WaitLive(t, liveTimeout, a2)
 	expect(2, "after a second join on A")
 
 	a2.Close()
@@ -265,7 +266,7 @@ func TestSubscriptionPropagation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitHas(t, 10*time.Second, still, a1)
+	chattest.WaitHas(t, 10*time.Second, still, a1)
 	expect(2, "after one of two members of A left")
 	a1.Close()
 	users(a.HTTP, 0)
@@ -285,7 +286,7 @@ func TestSubscriptionPropagation(t *testing.T) {
 				if (w+i)%2 == 1 {
 					tr = client.WebSocket
 				}
-				c, err := client.Dial(client.Config{Addrs: addrs(tr, a), Transport: tr, User: fmt.Sprintf("churn-%d-%d", w, i), Room: room, NoHistory: true})
+				c, err := client.Dial(client.Config{Addrs: chattest.Addrs(tr, a), Transport: tr, User: fmt.Sprintf("churn-%d-%d", w, i), Room: room, NoHistory: true})
 				if err != nil {
 					t.Error(err)
 					return
@@ -306,15 +307,15 @@ func TestSubscriptionPropagation(t *testing.T) {
 	wg.Wait()
 	expectEventually(1, "after the churn on A ended")
 
-	a3 := join(t, client.Config{Addrs: addrs(client.GRPC, a), User: "a3", Room: room})
-	waitLive(t, a3)
+	a3 := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, a), User: "a3", Room: room})
+	chattest.WaitLive(t, liveTimeout, a3)
 	expect(2, "after a new join on A")
 	second, err := b1.Send(ctx, "after A joined again")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitHas(t, 10*time.Second, second, a3)
-	if got := a3.stored(""); len(got) != 3 || got[1].GetSeq() != first.GetSeq() || got[2].GetSeq() != second.GetSeq() ||
+	chattest.WaitHas(t, 10*time.Second, second, a3)
+	if got := a3.Stored(""); len(got) != 3 || got[1].GetSeq() != first.GetSeq() || got[2].GetSeq() != second.GetSeq() ||
 		got[1].GetText() != "while A is empty" || got[2].GetText() != "after A joined again" {
 		t.Errorf("a3 got %v; want the history (ending with the message sent while A was empty), then the live one", got)
 	}
@@ -330,8 +331,8 @@ func TestBigReplay(t *testing.T) {
 	room := newRoom()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	src := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[0]), User: "src", Room: room})
-	waitLive(t, src)
+	src := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[0]), User: "src", Room: room})
+	chattest.WaitLive(t, liveTimeout, src)
 	text := strings.Repeat("y", 15000)
 	for i := 1; i <= 100; i++ {
 		if _, err := src.Send(ctx, fmt.Sprintf("%03d %s", i, text)); err != nil {
@@ -339,9 +340,9 @@ func TestBigReplay(t *testing.T) {
 		}
 	}
 	for _, tr := range []client.Transport{client.GRPC, client.WebSocket} {
-		late := join(t, client.Config{Addrs: addrs(tr, nodes[0]), Transport: tr, User: "late-" + string(tr), Room: room})
-		waitLive(t, late)
-		if got := late.stored(""); !equalSeqs(seqs(got), seqRange(1, 100)) || late.Reconnects.Load() != 0 {
+		late := chattest.Join(t, client.Config{Addrs: chattest.Addrs(tr, nodes[0]), Transport: tr, User: "late-" + string(tr), Room: room})
+		chattest.WaitLive(t, liveTimeout, late)
+		if got := late.Stored(""); !equalSeqs(seqs(got), seqRange(1, 100)) || late.Reconnects.Load() != 0 {
 			t.Errorf("%s: replayed %d messages after %d reconnects; want 1..100 at once", tr, len(got), late.Reconnects.Load())
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/node"
@@ -38,22 +39,22 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 		nodes = append(nodes, p.Addrs)
 	}
 	room := newRoom()
-	dial := func(user string, tr client.Transport, home int) *member {
-		return join(t, client.Config{Addrs: addrs(tr, rotate(nodes, home)...), Transport: tr, User: user, Room: room})
+	dial := func(user string, tr client.Transport, home int) *chattest.Member {
+		return chattest.Join(t, client.Config{Addrs: chattest.Addrs(tr, chattest.Rotate(nodes, home)...), Transport: tr, User: user, Room: room})
 	}
 	sg := dial("s-grpc", client.GRPC, 0)
 	sw := dial("s-ws", client.WebSocket, 1)
-	members := []*member{sg, sw}
+	members := []*chattest.Member{sg, sw}
 	for i := range nodes {
 		members = append(members, dial(fmt.Sprint("r-grpc-", i), client.GRPC, i), dial(fmt.Sprint("r-ws-", i), client.WebSocket, i))
 	}
-	waitLive(t, members...)
+	chattest.WaitLive(t, liveTimeout, members...)
 
 	ctx := t.Context()
-	s1 := startSender(ctx, sg, "g", 0)
-	s2 := startSender(ctx, sw, "w", 0)
+	s1 := chattest.StartSender(ctx, sg, "g", 0)
+	s2 := chattest.StartSender(ctx, sw, "w", 0)
 	for i, p := range procs {
-		before1, before2 := len(s1.acked()), len(s2.acked())
+		before1, before2 := len(s1.Acked()), len(s2.Acked())
 		if sig == syscall.SIGKILL {
 			p.kill()
 		} else {
@@ -69,13 +70,13 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 			append([]string{"-grpc-addr", nodes[i].GRPC, "-http-addr", nodes[i].HTTP}, extra...)...)
 		procs[i].waitStarted(t)
 		// Traffic kept flowing through the restart.
-		s1.waitAcked(t, before1+20)
-		s2.waitAcked(t, before2+20)
+		s1.WaitAcked(t, before1+20)
+		s2.WaitAcked(t, before2+20)
 	}
-	acks1 := s1.wait(t, true)
-	acks2 := s2.wait(t, true)
+	acks1 := s1.Stop(t)
+	acks2 := s2.Stop(t)
 
-	var others1, others2 []*member
+	var others1, others2 []*chattest.Member
 	for _, m := range members {
 		if m != sg {
 			others1 = append(others1, m)
@@ -84,10 +85,10 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 			others2 = append(others2, m)
 		}
 	}
-	waitHas(t, 30*time.Second, acks1[len(acks1)-1], others1...)
-	waitHas(t, 30*time.Second, acks2[len(acks2)-1], others2...)
+	chattest.WaitHas(t, 30*time.Second, acks1[len(acks1)-1], others1...)
+	chattest.WaitHas(t, 30*time.Second, acks2[len(acks2)-1], others2...)
 
-	log := roomLog(t, nodes[0].GRPC, room)
+	log := chattest.RoomLog(t, nodes[0].GRPC, room)
 	if len(log) != len(acks1)+len(acks2) {
 		t.Errorf("log holds %d messages; %d were acknowledged", len(log), len(acks1)+len(acks2))
 	}
@@ -105,11 +106,11 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 	}
 	moved := 0
 	for _, m := range members {
-		if err := checkDelivery(m, log, 0); err != nil {
+		if err := chattest.CheckDelivery(m, log, chattest.SkipOtherEpochs); err != nil {
 			t.Error(err)
 		}
-		if n := m.count(api.Kind_KIND_TRUNCATED); n != 0 {
-			t.Errorf("%s was told %d times that messages were lost", m.user, n)
+		if n := m.Count(api.Kind_KIND_TRUNCATED); n != 0 {
+			t.Errorf("%s was told %d times that messages were lost", m.User, n)
 		}
 		if m.Reconnects.Load() > 0 {
 			moved++

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/history"
@@ -21,16 +22,16 @@ import (
 
 // faultCluster is two in-process nodes, a sender on the first and
 // receivers on both over both transports.
-func faultCluster(t *testing.T, rs *testutil.RedisServer) (nodes []node.Addrs, room string, src *member, receivers []*member) {
+func faultCluster(t *testing.T, rs *testutil.RedisServer) (nodes []node.Addrs, room string, src *chattest.Member, receivers []*chattest.Member) {
 	nodes = startNodes(t, rs, 2, "-history-size", "2000")
 	room = newRoom()
-	src = join(t, client.Config{Addrs: addrs(client.GRPC, nodes...), User: "src", Room: room})
-	receivers = []*member{
-		join(t, client.Config{Addrs: addrs(client.WebSocket, nodes...), Transport: client.WebSocket, User: "r0-ws", Room: room}),
-		join(t, client.Config{Addrs: addrs(client.GRPC, rotate(nodes, 1)...), User: "r1-grpc", Room: room}),
-		join(t, client.Config{Addrs: addrs(client.WebSocket, rotate(nodes, 1)...), Transport: client.WebSocket, User: "r1-ws", Room: room}),
+	src = chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes...), User: "src", Room: room})
+	receivers = []*chattest.Member{
+		chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes...), Transport: client.WebSocket, User: "r0-ws", Room: room}),
+		chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, chattest.Rotate(nodes, 1)...), User: "r1-grpc", Room: room}),
+		chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, chattest.Rotate(nodes, 1)...), Transport: client.WebSocket, User: "r1-ws", Room: room}),
 	}
-	waitLive(t, append([]*member{src}, receivers...)...)
+	chattest.WaitLive(t, liveTimeout, append([]*chattest.Member{src}, receivers...)...)
 	return nodes, room, src, receivers
 }
 
@@ -66,7 +67,7 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 			tr := []client.Transport{client.GRPC, client.WebSocket}[i%2]
 			r := newRoom()
 			churnRooms = append(churnRooms, r)
-			c, err := client.Dial(client.Config{Addrs: addrs(tr, nodes[i%len(nodes)]), Transport: tr, User: "churn", Room: r})
+			c, err := client.Dial(client.Config{Addrs: chattest.Addrs(tr, nodes[i%len(nodes)]), Transport: tr, User: "churn", Room: r})
 			if err != nil {
 				t.Error(err)
 				return
@@ -87,9 +88,9 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 	}()
 
 	const total, kills = 400, 4
-	s := startSender(ctx, src, "k", total)
+	s := chattest.StartSender(ctx, src, "k", total)
 	for i := 1; i <= kills; i++ {
-		s.waitAcked(t, i*total/(kills+1))
+		s.WaitAcked(t, i*total/(kills+1))
 		killed, err := rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
 		if err != nil {
 			t.Fatal(err)
@@ -100,8 +101,8 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 		// Each node notices and restores its subscriptions before the
 		// next kill.
 		for _, n := range nodes {
-			eventually(t, 15*time.Second, func() error {
-				v, err := metric(n.HTTP, "chat_hub_bus_reconnects_total")
+			chattest.Eventually(t, 15*time.Second, func() error {
+				v, err := chattest.Metric(n.HTTP, "chat_hub_bus_reconnects_total")
 				if err == nil && v < float64(i) {
 					err = fmt.Errorf("node %s: %v bus reconnects after %d kills", n.HTTP, v, i)
 				}
@@ -109,14 +110,14 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 			})
 		}
 	}
-	acks := s.wait(t, false)
+	acks := s.Wait(t)
 	close(churnStop)
 	<-churnDone
 	channels := make([]string, len(churnRooms))
 	for i, r := range churnRooms {
 		channels[i] = history.NewKeys("").Channel(r)
 	}
-	eventually(t, 10*time.Second, func() error {
+	chattest.Eventually(t, 10*time.Second, func() error {
 		subs, err := rdb.PubSubNumSub(ctx, channels...).Result()
 		for ch, n := range subs {
 			if n != 0 && err == nil {
@@ -130,14 +131,14 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 		// Each outage lasts at least the broker's first backoff (50 ms),
 		// in which the sender publishes: deliveries were lost, and filled
 		// from history. Without that this test would prove nothing.
-		if v, err := metric(n.HTTP, "chat_hub_backfills_total"); err != nil || v < 1 {
+		if v, err := chattest.Metric(n.HTTP, "chat_hub_backfills_total"); err != nil || v < 1 {
 			t.Errorf("node %s: %v backfills (err %v); want the kills to have cost deliveries", n.HTTP, v, err)
 		}
 	}
 	if len(acks) != total {
 		t.Fatalf("%d acks; want %d", len(acks), total)
 	}
-	waitHas(t, 20*time.Second, acks[len(acks)-1], receivers...)
+	chattest.WaitHas(t, 20*time.Second, acks[len(acks)-1], receivers...)
 
 	// A lost tail: one last message, published while the subscriptions
 	// are down (the broker waits 50 ms before it redials), and nothing
@@ -150,10 +151,10 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitHas(t, 3*time.Second, tail, receivers...)
+	chattest.WaitHas(t, 3*time.Second, tail, receivers...)
 	acks = append(acks, tail)
 
-	log := roomLog(t, nodes[0].GRPC, room)
+	log := chattest.RoomLog(t, nodes[0].GRPC, room)
 	if len(log) != len(acks) {
 		t.Fatalf("log holds %d messages; want %d", len(log), len(acks))
 	}
@@ -163,14 +164,14 @@ func TestPubSubConnectionsKilled(t *testing.T) {
 		}
 	}
 	for _, r := range receivers {
-		if err := checkDelivery(r, log, 0); err != nil {
+		if err := chattest.CheckDelivery(r, log, chattest.SkipOtherEpochs); err != nil {
 			t.Error(err)
 		}
 		if n := r.Reconnects.Load(); n != 0 {
-			t.Errorf("%s reconnected %d times; the test needs it to stay connected", r.user, n)
+			t.Errorf("%s reconnected %d times; the test needs it to stay connected", r.User, n)
 		}
-		if n := r.count(api.Kind_KIND_TRUNCATED); n != 0 {
-			t.Errorf("%s was told %d times that messages were lost; the log held them", r.user, n)
+		if n := r.Count(api.Kind_KIND_TRUNCATED); n != 0 {
+			t.Errorf("%s was told %d times that messages were lost; the log held them", r.User, n)
 		}
 	}
 }
@@ -193,7 +194,7 @@ func TestRedisRestart(t *testing.T) {
 	// Raw event streams that will send during the outage.
 	var raws []raw
 	for i, tr := range []client.Transport{client.GRPC, client.WebSocket} {
-		r := dialRaw(t, ctx, tr, addrs(tr, nodes[i])[0])
+		r := dialRaw(t, ctx, tr, chattest.Addrs(tr, nodes[i])[0])
 		if err := r.Send(&api.Message{User: "raw-" + string(tr), Room: room, Join: &api.Join{Events: true, NoHistory: true}}); err != nil {
 			t.Fatal(err)
 		}
@@ -201,19 +202,19 @@ func TestRedisRestart(t *testing.T) {
 		raws = append(raws, r)
 	}
 
-	s := startSender(ctx, src, "t", 0)
-	before := s.waitAcked(t, 20)
+	s := chattest.StartSender(ctx, src, "t", 0)
+	before := s.WaitAcked(t, 20)
 	old := before[len(before)-1]
 	// Every receiver has the old epoch up to here: what follows may die
 	// with Redis.
-	waitHas(t, 10*time.Second, old, receivers...)
+	chattest.WaitHas(t, 10*time.Second, old, receivers...)
 
 	rs.Kill()
 	ready := func(want int) {
 		t.Helper()
 		for _, n := range nodes {
-			eventually(t, 15*time.Second, func() error {
-				code, body, err := httpGet("http://" + n.HTTP + "/readyz")
+			chattest.Eventually(t, 15*time.Second, func() error {
+				code, body, err := chattest.HTTPGet("http://" + n.HTTP + "/readyz")
 				if err == nil && code != want {
 					err = fmt.Errorf("node %s: /readyz %d %q; want %d", n.HTTP, code, body, want)
 				}
@@ -238,9 +239,9 @@ func TestRedisRestart(t *testing.T) {
 	ready(http.StatusOK)
 	// The sender's pending send went through: acks of the new epoch come.
 	var after []*api.Message
-	eventually(t, 30*time.Second, func() error {
+	chattest.Eventually(t, 30*time.Second, func() error {
 		after = after[:0]
-		for _, a := range s.acked() {
+		for _, a := range s.Acked() {
 			if a.GetEpoch() != old.GetEpoch() {
 				after = append(after, a)
 			}
@@ -250,7 +251,7 @@ func TestRedisRestart(t *testing.T) {
 		}
 		return nil
 	})
-	acks := s.wait(t, true)
+	acks := s.Stop(t)
 	epoch := after[0].GetEpoch()
 	fence, err := src.Send(ctx, "fence")
 	if err != nil {
@@ -259,29 +260,29 @@ func TestRedisRestart(t *testing.T) {
 	if fence.GetEpoch() != epoch {
 		t.Fatalf("fence stored in epoch %s; want %s", fence.GetEpoch(), epoch)
 	}
-	waitHas(t, 20*time.Second, fence, receivers...)
+	chattest.WaitHas(t, 20*time.Second, fence, receivers...)
 
-	log := roomLog(t, nodes[1].GRPC, room)
+	log := chattest.RoomLog(t, nodes[1].GRPC, room)
 	if log[0].GetEpoch() != epoch {
 		t.Fatalf("log epoch %s; want %s", log[0].GetEpoch(), epoch)
 	}
 	// Joins work again: a late joiner replays the new epoch's log, and a
 	// room new to both nodes (a fresh subscription on each) carries
 	// messages between them.
-	late := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "late", Room: room})
-	waitLive(t, late)
-	if got := late.stored(""); !equalSeqs(seqs(got), seqs(log)) || got[len(got)-1].GetText() != "fence" {
+	late := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "late", Room: room})
+	chattest.WaitLive(t, liveTimeout, late)
+	if got := late.Stored(""); !equalSeqs(seqs(got), seqs(log)) || got[len(got)-1].GetText() != "fence" {
 		t.Errorf("late joiner replayed %v; want the new epoch's log %v", seqs(got), seqs(log))
 	}
 	room2 := newRoom()
-	from := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[0]), User: "from", Room: room2})
-	to := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "to", Room: room2})
-	waitLive(t, from, to)
+	from := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[0]), User: "from", Room: room2})
+	to := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "to", Room: room2})
+	chattest.WaitLive(t, liveTimeout, from, to)
 	hello, err := from.Send(ctx, "hello after the restart")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitHas(t, 10*time.Second, hello, to)
+	chattest.WaitHas(t, 10*time.Second, hello, to)
 	texts := make(map[string]uint64)
 	for _, m := range log {
 		if prev, dup := texts[m.GetText()]; dup {
@@ -295,7 +296,7 @@ func TestRedisRestart(t *testing.T) {
 	for _, a := range acks {
 		switch {
 		case a.GetEpoch() == epoch:
-			if e := log[a.GetSeq()-1]; e.GetText() != a.GetText() || e.GetUser() != src.user {
+			if e := log[a.GetSeq()-1]; e.GetText() != a.GetText() || e.GetUser() != src.User {
 				t.Errorf("ack %d:%q: the log has %s:%q", a.GetSeq(), a.GetText(), e.GetUser(), e.GetText())
 			}
 		case a.GetEpoch() == old.GetEpoch() && a.GetSeq() == uint64(oldAcks+1):
@@ -306,25 +307,25 @@ func TestRedisRestart(t *testing.T) {
 	}
 	for _, r := range receivers {
 		// The new epoch: everything, once, in order.
-		if err := checkDelivery(r, log, 0); err != nil {
+		if err := chattest.CheckDelivery(r, log, chattest.SkipOtherEpochs); err != nil {
 			t.Error(err)
 		}
 		// The old epoch: 1..k without gap or repeat, k at least what
 		// every receiver had before Redis died. (It may hold one message
 		// more than was acked: a send whose reply died with Redis, and
 		// which the sender retried in the new epoch.)
-		got := r.stored(old.GetEpoch())
+		got := r.Stored(old.GetEpoch())
 		if len(got) < int(old.GetSeq()) || len(got) > oldAcks+1 || !equalSeqs(seqs(got), seqRange(1, uint64(len(got)))) {
-			t.Errorf("%s: old epoch seqs %v; want 1..k, %d <= k <= %d", r.user, seqs(got), old.GetSeq(), oldAcks+1)
+			t.Errorf("%s: old epoch seqs %v; want 1..k, %d <= k <= %d", r.User, seqs(got), old.GetSeq(), oldAcks+1)
 		}
 		for _, m := range got {
 			if want := fmt.Sprintf("t-%04d", m.GetSeq()); m.GetText() != want {
-				t.Errorf("%s: old epoch seq %d is %q; want %q", r.user, m.GetSeq(), m.GetText(), want)
+				t.Errorf("%s: old epoch seq %d is %q; want %q", r.User, m.GetSeq(), m.GetText(), want)
 			}
 		}
 		// Told about the new epoch before its first message.
 		var truncatedAt, firstNew = -1, -1
-		for i, m := range r.all() {
+		for i, m := range r.All() {
 			switch {
 			case m.GetKind() == api.Kind_KIND_TRUNCATED && m.GetEpoch() == epoch && truncatedAt < 0:
 				truncatedAt = i
@@ -333,10 +334,10 @@ func TestRedisRestart(t *testing.T) {
 			}
 		}
 		if truncatedAt < 0 || truncatedAt > firstNew {
-			t.Errorf("%s: KIND_TRUNCATED for epoch %s at %d, first message of it at %d; want the event first", r.user, epoch, truncatedAt, firstNew)
+			t.Errorf("%s: KIND_TRUNCATED for epoch %s at %d, first message of it at %d; want the event first", r.User, epoch, truncatedAt, firstNew)
 		}
 		if n := r.Reconnects.Load(); n != 0 {
-			t.Errorf("%s reconnected %d times; the nodes stayed up, so should its stream", r.user, n)
+			t.Errorf("%s reconnected %d times; the nodes stayed up, so should its stream", r.User, n)
 		}
 	}
 }
@@ -353,12 +354,12 @@ func TestSlowConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	src := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[0]), User: "src", Room: room})
-	fast := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "fast", Room: room})
-	waitLive(t, src, fast)
+	src := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[0]), User: "src", Room: room})
+	fast := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "fast", Room: room})
+	chattest.WaitLive(t, liveTimeout, src, fast)
 	slow := map[client.Transport]raw{}
 	for _, tr := range []client.Transport{client.GRPC, client.WebSocket} {
-		r := dialRaw(t, ctx, tr, addrs(tr, nodes[1])[0])
+		r := dialRaw(t, ctx, tr, chattest.Addrs(tr, nodes[1])[0])
 		if err := r.Send(&api.Message{User: "slow-" + string(tr), Room: room, Join: &api.Join{Events: true}}); err != nil {
 			t.Fatal(err)
 		}
@@ -370,7 +371,7 @@ func TestSlowConsumer(t *testing.T) {
 	// the node's queue grows: send until node 1 has cut both.
 	series := `chat_hub_disconnects_total{reason="slow_consumer"}`
 	cut := func() error {
-		v, err := metric(nodes[1].HTTP, series)
+		v, err := chattest.Metric(nodes[1].HTTP, series)
 		if err == nil && v < 2 {
 			err = fmt.Errorf("node 1: %s is %v; want 2", series, v)
 		}
@@ -391,8 +392,8 @@ func TestSlowConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitHas(t, 20*time.Second, last, fast)
-	if got := fast.stored(""); !equalSeqs(seqs(got), seqRange(1, last.GetSeq())) || fast.Reconnects.Load() != 0 {
+	chattest.WaitHas(t, 20*time.Second, last, fast)
+	if got := fast.Stored(""); !equalSeqs(seqs(got), seqRange(1, last.GetSeq())) || fast.Reconnects.Load() != 0 {
 		t.Errorf("the reading client got %d messages, seqs %v..., after %d reconnects; want 1..%d on one connection",
 			len(got), seqs(got)[:min(len(got), 10)], fast.Reconnects.Load(), last.GetSeq())
 	}

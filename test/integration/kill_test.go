@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/node"
@@ -188,40 +189,40 @@ func TestKillNodeMidBurst(t *testing.T) {
 	room := newRoom()
 
 	// home is the node index; each client lists all three, home first.
-	dial := func(user string, tr client.Transport, home int) *member {
-		return join(t, client.Config{Addrs: addrs(tr, rotate(nodes, home)...), Transport: tr, User: user, Room: room})
+	dial := func(user string, tr client.Transport, home int) *chattest.Member {
+		return chattest.Join(t, client.Config{Addrs: chattest.Addrs(tr, chattest.Rotate(nodes, home)...), Transport: tr, User: user, Room: room})
 	}
 	s1 := dial("s1-grpc-n1", client.GRPC, 0)
 	s2 := dial("s2-ws-n2", client.WebSocket, 1)
-	onKilled := []*member{
+	onKilled := []*chattest.Member{
 		s2,
 		dial("r-grpc-n2", client.GRPC, 1),
 		dial("r-ws-n2", client.WebSocket, 1),
 	}
-	members := append([]*member{
+	members := append([]*chattest.Member{
 		s1,
 		dial("r-ws-n1", client.WebSocket, 0),
 		dial("r-grpc-n3", client.GRPC, 2),
 		dial("r-ws-n3", client.WebSocket, 2),
 	}, onKilled...)
-	waitLive(t, members...)
+	chattest.WaitLive(t, liveTimeout, members...)
 
 	ctx := t.Context()
 	const n1, n2 = 500, 150
-	send1 := startSender(ctx, s1, "s1", n1)
-	send2 := startSender(ctx, s2, "s2", n2)
-	send2.waitAcked(t, n2/3)
+	send1 := chattest.StartSender(ctx, s1, "s1", n1)
+	send2 := chattest.StartSender(ctx, s2, "s2", n2)
+	send2.WaitAcked(t, n2/3)
 	procs[1].kill()
-	killed1, killed2 := len(send1.acked()), len(send2.acked())
-	acks1 := send1.wait(t, false)
-	acks2 := send2.wait(t, false)
+	killed1, killed2 := len(send1.Acked()), len(send2.Acked())
+	acks1 := send1.Wait(t)
+	acks2 := send2.Wait(t)
 	if killed1 >= n1 || killed2 >= n2 || len(acks1) != n1 || len(acks2) != n2 {
 		t.Fatalf("node 2 killed after %d/%d and %d/%d acks; want both mid-burst; acks %d/%d and %d/%d", killed1, n1, killed2, n2, len(acks1), n1, len(acks2), n2)
 	}
 
 	// Fences: each sender's last message, received by everyone else,
 	// means all earlier ones were delivered (or never will be).
-	var others1, others2 []*member
+	var others1, others2 []*chattest.Member
 	for _, m := range members {
 		if m != s1 {
 			others1 = append(others1, m)
@@ -230,10 +231,10 @@ func TestKillNodeMidBurst(t *testing.T) {
 			others2 = append(others2, m)
 		}
 	}
-	waitHas(t, 30*time.Second, acks1[n1-1], others1...)
-	waitHas(t, 30*time.Second, acks2[n2-1], others2...)
+	chattest.WaitHas(t, 30*time.Second, acks1[n1-1], others1...)
+	chattest.WaitHas(t, 30*time.Second, acks2[n2-1], others2...)
 
-	log := roomLog(t, nodes[0].GRPC, room)
+	log := chattest.RoomLog(t, nodes[0].GRPC, room)
 	if len(log) != n1+n2 {
 		t.Errorf("log holds %d messages; want %d, each send stored once", len(log), n1+n2)
 	}
@@ -254,22 +255,22 @@ func TestKillNodeMidBurst(t *testing.T) {
 		}
 	}
 	for _, m := range members {
-		if err := checkDelivery(m, log, 0); err != nil {
+		if err := chattest.CheckDelivery(m, log, chattest.SkipOtherEpochs); err != nil {
 			t.Error(err)
 		}
 		// The log held everything: every resume was exact.
-		if n := m.count(api.Kind_KIND_TRUNCATED); n != 0 {
-			t.Errorf("%s was told %d times that messages were lost", m.user, n)
+		if n := m.Count(api.Kind_KIND_TRUNCATED); n != 0 {
+			t.Errorf("%s was told %d times that messages were lost", m.User, n)
 		}
 	}
 	for _, m := range onKilled {
 		if m.Reconnects.Load() == 0 {
-			t.Errorf("%s was on the killed node but never reconnected", m.user)
+			t.Errorf("%s was on the killed node but never reconnected", m.User)
 		}
 	}
 	for _, m := range members[:4] {
 		if n := m.Reconnects.Load(); n != 0 {
-			t.Errorf("%s reconnected %d times; its node stayed up", m.user, n)
+			t.Errorf("%s reconnected %d times; its node stayed up", m.User, n)
 		}
 	}
 }

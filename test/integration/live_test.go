@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/node"
@@ -16,7 +17,7 @@ import (
 // presence asks a node who is in room, over REST through its gateway.
 func presence(t *testing.T, httpAddr, room string) (users []string, count int) {
 	t.Helper()
-	code, body, err := httpGet("http://" + httpAddr + "/v1/rooms/" + room + "/presence")
+	code, body, err := chattest.HTTPGet("http://" + httpAddr + "/v1/rooms/" + room + "/presence")
 	if err != nil || code != 200 {
 		t.Fatalf("presence: %d %s %v", code, body, err)
 	}
@@ -49,16 +50,16 @@ func TestTypingAndPresenceAcrossNodes(t *testing.T) {
 		nodes = append(nodes, p.Addrs)
 	}
 	room := newRoom()
-	watcher := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[0]), User: "watcher", Room: room})
-	waitLive(t, watcher) // it must be there to see the others join
-	alice := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "alice", Room: room})
-	alice2 := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[2]), User: "alice", Room: room}) // second device
-	doomed := join(t, client.Config{Addrs: addrs(client.GRPC, nodes[2]), User: "doomed", Room: room, MaxBackoff: time.Hour, MinBackoff: time.Hour})
-	bob := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "bob", Room: room})
-	waitLive(t, watcher, alice, alice2, doomed, bob)
+	watcher := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[0]), User: "watcher", Room: room})
+	chattest.WaitLive(t, liveTimeout, watcher) // it must be there to see the others join
+	alice := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "alice", Room: room})
+	alice2 := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[2]), User: "alice", Room: room}) // second device
+	doomed := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[2]), User: "doomed", Room: room, MaxBackoff: time.Hour, MinBackoff: time.Hour})
+	bob := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "bob", Room: room})
+	chattest.WaitLive(t, liveTimeout, watcher, alice, alice2, doomed, bob)
 
 	// Cluster-wide presence, alice once.
-	eventually(t, 10*time.Second, func() error {
+	chattest.Eventually(t, 10*time.Second, func() error {
 		users, n := presence(t, nodes[0].HTTP, room)
 		if n != 4 || fmt.Sprint(users) != "[alice bob doomed watcher]" {
 			return fmt.Errorf("presence %v (%d)", users, n)
@@ -72,18 +73,18 @@ func TestTypingAndPresenceAcrossNodes(t *testing.T) {
 	if _, err := alice.SendMessage(ctx, &api.Message{Kind: api.Kind_KIND_TYPING}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() error {
-		if watcher.count(api.Kind_KIND_TYPING) == 0 {
+	chattest.Eventually(t, 10*time.Second, func() error {
+		if watcher.Count(api.Kind_KIND_TYPING) == 0 {
 			return fmt.Errorf("no typing event yet")
 		}
 		return nil
 	})
-	for _, m := range watcher.all() {
+	for _, m := range watcher.All() {
 		if m.GetKind() == api.Kind_KIND_TYPING && (m.GetUser() != "alice" || m.GetSeq() != 0) {
 			t.Fatalf("typing event %v", m)
 		}
 	}
-	if log := roomLog(t, nodes[0].GRPC, room); len(log) != 0 {
+	if log := chattest.RoomLog(t, nodes[0].GRPC, room); len(log) != 0 {
 		t.Fatalf("typing was stored: %v", log)
 	}
 
@@ -92,15 +93,15 @@ func TestTypingAndPresenceAcrossNodes(t *testing.T) {
 	// goes too; her second one keeps her present anyway.)
 	bob.Close()
 	alice.Close()
-	moved := join(t, client.Config{Addrs: addrs(client.WebSocket, nodes[2]), Transport: client.WebSocket, User: "bob", Room: room})
-	waitLive(t, moved)
+	moved := chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[2]), Transport: client.WebSocket, User: "bob", Room: room})
+	chattest.WaitLive(t, liveTimeout, moved)
 	// A leave would come one grace (1 s) after the close: let that pass.
 	// (Asserting that nothing happens takes a wait, not a poll.)
 	time.Sleep(2500 * time.Millisecond)
 
 	// No leave for alice while she only moved; one join each.
 	joins := map[string]int{}
-	for _, m := range watcher.all() {
+	for _, m := range watcher.All() {
 		switch m.GetKind() {
 		case api.Kind_KIND_JOIN:
 			joins[m.GetUser()]++
@@ -116,7 +117,7 @@ func TestTypingAndPresenceAcrossNodes(t *testing.T) {
 	// disappear within the presence TTL, though nobody said goodbye.
 	procs[2].kill()
 	start := time.Now()
-	eventually(t, 15*time.Second, func() error {
+	chattest.Eventually(t, 15*time.Second, func() error {
 		users, n := presence(t, nodes[0].HTTP, room)
 		if n != 1 || fmt.Sprint(users) != "[watcher]" {
 			return fmt.Errorf("presence %v (%d) %v after the kill", users, n, time.Since(start))

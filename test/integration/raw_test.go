@@ -3,13 +3,8 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
@@ -130,39 +125,4 @@ func recvNext(t *testing.T, r raw, kind api.Kind, skip ...api.Kind) *api.Message
 			t.Fatalf("waiting for %s, got %v", kind, m)
 		}
 	}
-}
-
-// httpGet returns the status and body of a GET, bounded by 5 s.
-func httpGet(url string) (int, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-// metric returns the value of the series (name and labels exactly as
-// exposed, e.g. `chat_hub_bus_reconnects_total`) on the node at httpAddr.
-func metric(httpAddr, series string) (float64, error) {
-	code, body, err := httpGet("http://" + httpAddr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	if code != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: %d", code)
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("/metrics has no series %s", series)
 }
