@@ -65,30 +65,25 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		// history and perhaps publishing the first message. Refuse it.
 		return status.Error(codes.Unauthenticated, auth.ErrExpired.Error())
 	}
-	first, err := stream.Recv()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return err
+	// The join runs on a goroutine of its own and this one waits: its
+	// stack, which the stream keeps for its whole life, does not grow
+	// through the join (history replay, presence, ...).
+	type joined struct {
+		first *api.Message
+		sess  *hub.Session
+		err   error
 	}
-	j := first.GetJoin()
-	t := &transport{stream: stream}
-	o := hub.JoinOptions{
-		Room:      first.GetRoom(),
-		Transport: "grpc",
-		Events:    j.GetEvents(),
-		History:   int(j.GetHistory()),
-		NoHistory: j.GetNoHistory(),
-		AfterSeq:  j.GetAfterSeq(),
-		Epoch:     j.GetEpoch(),
+	jc := make(chan joined, 1)
+	go func() {
+		first, sess, err := s.join(ctx, stream)
+		jc <- joined{first, sess, err}
+	}()
+	jr := <-jc
+	if jr.err != nil || jr.sess == nil {
+		return jr.err
 	}
-	identify(ctx, &o, first.GetUser())
-	sess, err := s.cfg.Hub.Join(ctx, t, o)
-	if err != nil {
-		return Status(err)
-	}
-	events := j.GetEvents()
+	first, sess := jr.first, jr.sess
+	events := first.GetJoin().GetEvents()
 
 	// The reader reports the first error that ends the stream: io.EOF,
 	// a transport error, or a rejected message the client must hear about.
@@ -304,3 +299,32 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Un
 
 // Name implements encoding.CodecV2.
 func (Codec) Name() string { return "proto" }
+
+// join reads the stream's first message and joins the hub. A stream the
+// client closed before joining returns no session and no error.
+func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.Message, api.Message]) (*api.Message, *hub.Session, error) {
+	first, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	j := first.GetJoin()
+	t := &transport{stream: stream}
+	o := hub.JoinOptions{
+		Room:      first.GetRoom(),
+		Transport: "grpc",
+		Events:    j.GetEvents(),
+		History:   int(j.GetHistory()),
+		NoHistory: j.GetNoHistory(),
+		AfterSeq:  j.GetAfterSeq(),
+		Epoch:     j.GetEpoch(),
+	}
+	identify(ctx, &o, first.GetUser())
+	sess, err := s.cfg.Hub.Join(ctx, t, o)
+	if err != nil {
+		return nil, nil, Status(err)
+	}
+	return first, sess, nil
+}
