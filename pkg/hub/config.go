@@ -62,6 +62,11 @@ type Config struct {
 	// together, in one system call. A client not written to for that long
 	// is written to at once. Zero writes every frame as soon as possible.
 	WriteDelay time.Duration
+	// WriterIdle is how long a session's writer goroutine waits for more
+	// frames after its queue empties before it exits: a busy client keeps
+	// its writer, an idle one holds no goroutine (most of an idle
+	// connection's memory). Zero means 1 s.
+	WriterIdle time.Duration
 	// DrainSpread is how long Shutdown takes to tell all sessions to go:
 	// they are closed in batches over it, with jitter. Zero closes them all
 	// at once.
@@ -120,6 +125,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 25 * time.Second
+	}
+	if c.WriterIdle <= 0 {
+		c.WriterIdle = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

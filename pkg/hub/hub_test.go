@@ -590,7 +590,7 @@ func writers() int {
 
 // Not parallel: it counts goroutines.
 func TestIdleSessionsHoldNoWriter(t *testing.T) {
-	e := newHub(t, nil)
+	e := newHub(t, func(c *hub.Config) { c.WriterIdle = 20 * time.Millisecond })
 	const n = 50
 	fts := make([]*fakeTransport, n)
 	var a *hub.Session

@@ -77,7 +77,11 @@ type Session struct {
 	ctx    context.Context // done when the session stops writing
 	cancel context.CancelFunc
 	wake   chan struct{} // nudges a running writer
-	delay  *time.Timer   // the writer's write-delay timer; only the writer uses it
+	// The writer's timers (write delay, idle wait); only the writer uses
+	// them.
+	delay     *time.Timer
+	idle      *time.Timer
+	idleArmed bool
 
 	mu       sync.Mutex
 	queue    []*Frame
@@ -331,9 +335,17 @@ func (s *Session) start() {
 // finds the session closed and flushed finishes it.
 func (s *Session) writeLoop() {
 	batch := s.takeSpare()
+	idle := false // the queue stayed empty for WriterIdle
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
+			if !idle {
+				// Wait a while for more: a busy client keeps its
+				// writer rather than start one per frame.
+				s.mu.Unlock()
+				idle = s.waitIdle()
+				continue
+			}
 			// Nothing to do: exit under the lock, so that the next frame
 			// (or close, or answer a draining writer waits for) starts a
 			// new writer.
@@ -345,6 +357,7 @@ func (s *Session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
+		idle = false
 		closing, urgent := s.closing, s.urgent
 		s.mu.Unlock()
 		// Under sustained traffic, write at most once per WriteDelay, so
@@ -354,11 +367,7 @@ func (s *Session) writeLoop() {
 		// sender waiting for one would be slowed to one send per delay.
 		if d := s.hub.cfg.WriteDelay; d > 0 && !closing && !urgent {
 			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
-				if s.delay == nil {
-					s.delay = time.NewTimer(wait)
-				} else {
-					s.delay.Reset(wait)
-				}
+				s.setDelay(wait)
 			wait:
 				for {
 					select {
@@ -433,11 +442,50 @@ func (s *Session) takeSpare() []*Frame {
 	return b
 }
 
-// stopDelay stops the write-delay timer, so that a finished writer leaves
-// no timer behind.
+// setDelay arms the writer's timer to fire after d.
+func (s *Session) setDelay(d time.Duration) {
+	if s.delay == nil {
+		s.delay = time.NewTimer(d)
+	} else {
+		s.delay.Reset(d)
+	}
+}
+
+// waitIdle waits until the writer is woken (a frame, a close, an answer
+// a draining writer waits for) or the session's context ends, or until
+// nothing was written for WriterIdle; it reports the latter. The idle timer
+// stays armed across waits (resetting it on every wait would cost a busy
+// writer a timer update per frame): when it fires early, it is re-armed.
+func (s *Session) waitIdle() bool {
+	idle := s.hub.cfg.WriterIdle
+	if !s.idleArmed {
+		if s.idle == nil {
+			s.idle = time.NewTimer(idle)
+		} else {
+			s.idle.Reset(idle)
+		}
+		s.idleArmed = true
+	}
+	select {
+	case <-s.wake:
+		return false
+	case <-s.ctx.Done():
+		return false
+	case <-s.idle.C:
+		s.idleArmed = false
+		return time.Since(time.Unix(0, s.lastWrite.Load())) >= idle
+	}
+}
+
+// stopDelay stops the writer's timers, so that a finished writer leaves no
+// timer behind.
 func (s *Session) stopDelay() {
 	if s.delay != nil {
 		s.delay.Stop()
+	}
+	if s.idle != nil {
+		s.idle.Stop()
+		s.idleArmed = false
 	}
 }
 
