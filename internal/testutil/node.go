@@ -19,7 +19,7 @@ func StartNode(tb testing.TB, args ...string) node.Addrs {
 	tb.Helper()
 	args = append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
 		"-send-rate", "100000", "-log-level", "warn"}, args...)
-	logs := new(syncBuffer)
+	logs := new(SyncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan node.Addrs, 1)
 	done := make(chan error, 1)
@@ -51,19 +51,22 @@ func StartNode(tb testing.TB, args ...string) node.Addrs {
 	return node.Addrs{}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a writer and a reader: a node's
+// logs, printed when a test fails.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

@@ -7,7 +7,6 @@
 package browser_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/node"
 )
@@ -40,24 +40,6 @@ const waitTimeout = 20 * time.Second
 
 // ---- node ------------------------------------------------------------------
 
-// syncBuffer collects a node's logs; they are printed when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testNode struct {
 	node.Addrs
 	stop func() // stops the node and waits for Run to return; idempotent
@@ -68,7 +50,7 @@ type testNode struct {
 // on it. The node stops at the end of the test at the latest.
 func startNode(t *testing.T, httpAddr string, extra ...string) *testNode {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := new(testutil.SyncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan node.Addrs, 1)
 	done := make(chan error, 1)
