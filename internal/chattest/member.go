@@ -13,6 +13,7 @@ import (
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/client"
+	"example.com/chat/pkg/node"
 )
 
 // Member is a pkg/client Client whose every received message is recorded.
@@ -143,6 +144,37 @@ const (
 	// epoch (Redis lost its log), and the log is the new epoch's.
 	SkipOtherEpochs
 )
+
+// JoinHome is Join for a client of room whose home node is nodes[home]
+// and which fails over to the others in order, over transport tr.
+func JoinHome(tb testing.TB, nodes []node.Addrs, home int, tr client.Transport, user, room string) *Member {
+	tb.Helper()
+	return Join(tb, client.Config{Addrs: Addrs(tr, Rotate(nodes, home)...), Transport: tr, User: user, Room: room})
+}
+
+// Except returns members without m: those that must receive m's messages.
+func Except(members []*Member, m *Member) []*Member {
+	out := make([]*Member, 0, len(members))
+	for _, o := range members {
+		if o != m {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// CheckStoredOnce reports, as test errors, every text the room's log holds
+// more than once: a retried send must not be stored twice.
+func CheckStoredOnce(tb testing.TB, log []*api.Message) {
+	tb.Helper()
+	seqs := make(map[string]uint64, len(log))
+	for _, m := range log {
+		if prev, dup := seqs[m.GetText()]; dup {
+			tb.Errorf("%q stored twice: seqs %d and %d", m.GetText(), prev, m.GetSeq())
+		}
+		seqs[m.GetText()] = m.GetSeq()
+	}
+}
 
 // CheckDelivery checks what m received of the room's log (one epoch, as
 // RoomLog returns it, oldest first): each stored message at most once, in

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"example.com/chat/api"
 )
 
 // scrape returns the node's metrics as "name{labels}" -> value.
@@ -62,16 +60,7 @@ func TestMetricsMove(t *testing.T) {
 	cc := grpcClient(t, a.GRPC)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	gs, err := api.NewChatClient(cc).Stream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs.Send(&api.Message{User: "g", Join: &api.Join{Events: true}})
-	for m, err := gs.Recv(); m.GetKind() != api.Kind_KIND_LIVE; m, err = gs.Recv() {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	gs := joinLive(ctx, t, cc, "g")
 	wc, _, err := websocket.Dial(ctx, "ws://"+a.HTTP+"/v1/chat/stream", nil)
 	if err != nil {
 		t.Fatal(err)

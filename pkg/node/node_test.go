@@ -41,6 +41,25 @@ func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
 	return cc
 }
 
+// joinLive opens a Chat stream on cc as user, asking for events, and reads
+// until the join is live.
+func joinLive(ctx context.Context, t *testing.T, cc *grpc.ClientConn, user string) grpc.BidiStreamingClient[api.Message, api.Message] {
+	t.Helper()
+	gs, err := api.NewChatClient(cc).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gs.Send(&api.Message{User: user, Join: &api.Join{Events: true}}); err != nil {
+		t.Fatal(err)
+	}
+	for m, err := gs.Recv(); m.GetKind() != api.Kind_KIND_LIVE; m, err = gs.Recv() {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return gs
+}
+
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -58,18 +77,7 @@ func TestGRPCAndWebSocketTalk(t *testing.T) {
 	cc := grpcClient(t, a.GRPC)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	gs, err := api.NewChatClient(cc).Stream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gs.Send(&api.Message{User: "mobile", Join: &api.Join{Events: true}}); err != nil {
-		t.Fatal(err)
-	}
-	for m, err := gs.Recv(); m.GetKind() != api.Kind_KIND_LIVE; m, err = gs.Recv() {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	gs := joinLive(ctx, t, cc, "mobile")
 	wc, _, err := websocket.Dial(ctx, "ws://"+a.HTTP+"/v1/chat/stream", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -165,16 +173,7 @@ func TestShutdownTellsClientsToReconnect(t *testing.T) {
 	cc := grpcClient(t, a.GRPC)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
-	gs, err := api.NewChatClient(cc).Stream(sctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs.Send(&api.Message{User: "u", Join: &api.Join{Events: true}})
-	for m, err := gs.Recv(); m.GetKind() != api.Kind_KIND_LIVE; m, err = gs.Recv() {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	gs := joinLive(sctx, t, cc, "u")
 	wc, _, err := websocket.Dial(sctx, "ws://"+a.HTTP+"/v1/chat/stream", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -27,13 +27,13 @@ type roomMembers struct {
 
 func joinRoom(t *testing.T, nodes []node.Addrs, room string, home int) *roomMembers {
 	t.Helper()
-	rm := &roomMembers{room: room, sender: join(t, nodes, home, client.GRPC, "sender-"+room, room)}
+	rm := &roomMembers{room: room, sender: chattest.JoinHome(t, nodes, home, client.GRPC, "sender-"+room, room)}
 	for n := range nodes {
 		tr := client.GRPC
 		if (n+home)%2 == 1 {
 			tr = client.WebSocket
 		}
-		rm.receivers = append(rm.receivers, join(t, nodes, n, tr, fmt.Sprintf("r%d-%s-%s", n, tr, room), room))
+		rm.receivers = append(rm.receivers, chattest.JoinHome(t, nodes, n, tr, fmt.Sprintf("r%d-%s-%s", n, tr, room), room))
 	}
 	chattest.WaitLive(t, liveTimeout, append([]*chattest.Member{rm.sender}, rm.receivers...)...)
 	return rm

@@ -21,7 +21,6 @@ import (
 	"example.com/chat/api"
 	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
-	"example.com/chat/pkg/client"
 	"example.com/chat/pkg/node"
 )
 
@@ -78,15 +77,6 @@ func startNodes(t *testing.T, c *testutil.Cluster, extra ...string) []node.Addrs
 		out[i] = chattest.StartNode(t, url, "n"+strconv.Itoa(i), extra...)
 	}
 	return out
-}
-
-// join dials a client of room with home node home over tr, with the tests'
-// backoff, and records what it gets. It is closed at cleanup.
-func join(t *testing.T, nodes []node.Addrs, home int, tr client.Transport, user, room string) *chattest.Member {
-	t.Helper()
-	return chattest.Join(t, client.Config{
-		Addrs: chattest.Addrs(tr, chattest.Rotate(nodes, home)...), Transport: tr, User: user, Room: room,
-	})
 }
 
 // checkAcks checks that the room's log holds exactly the sender's acked

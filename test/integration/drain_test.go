@@ -40,7 +40,7 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 	}
 	room := newRoom()
 	dial := func(user string, tr client.Transport, home int) *chattest.Member {
-		return chattest.Join(t, client.Config{Addrs: chattest.Addrs(tr, chattest.Rotate(nodes, home)...), Transport: tr, User: user, Room: room})
+		return chattest.JoinHome(t, nodes, home, tr, user, room)
 	}
 	sg := dial("s-grpc", client.GRPC, 0)
 	sw := dial("s-ws", client.WebSocket, 1)
@@ -76,15 +76,7 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 	acks1 := s1.Stop(t)
 	acks2 := s2.Stop(t)
 
-	var others1, others2 []*chattest.Member
-	for _, m := range members {
-		if m != sg {
-			others1 = append(others1, m)
-		}
-		if m != sw {
-			others2 = append(others2, m)
-		}
-	}
+	others1, others2 := chattest.Except(members, sg), chattest.Except(members, sw)
 	chattest.WaitHas(t, 30*time.Second, acks1[len(acks1)-1], others1...)
 	chattest.WaitHas(t, 30*time.Second, acks2[len(acks2)-1], others2...)
 
@@ -92,13 +84,7 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 	if len(log) != len(acks1)+len(acks2) {
 		t.Errorf("log holds %d messages; %d were acknowledged", len(log), len(acks1)+len(acks2))
 	}
-	texts := make(map[string]uint64)
-	for _, m := range log {
-		if prev, dup := texts[m.GetText()]; dup {
-			t.Errorf("%q stored twice: seqs %d and %d", m.GetText(), prev, m.GetSeq())
-		}
-		texts[m.GetText()] = m.GetSeq()
-	}
+	chattest.CheckStoredOnce(t, log)
 	for _, ack := range append(acks1, acks2...) {
 		if ack.GetSeq() == 0 || ack.GetSeq() > uint64(len(log)) || log[ack.GetSeq()-1].GetText() != ack.GetText() {
 			t.Errorf("ack %d for %q does not match the log", ack.GetSeq(), ack.GetText())

@@ -283,13 +283,7 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	chattest.WaitHas(t, 10*time.Second, hello, to)
-	texts := make(map[string]uint64)
-	for _, m := range log {
-		if prev, dup := texts[m.GetText()]; dup {
-			t.Errorf("%q stored twice in the new epoch: seqs %d and %d", m.GetText(), prev, m.GetSeq())
-		}
-		texts[m.GetText()] = m.GetSeq()
-	}
+	chattest.CheckStoredOnce(t, log) // the new epoch's log
 	// The sender's view: acks of the old epoch are 1..k; those of the new
 	// one are in its log under their seq.
 	var oldAcks int

@@ -190,7 +190,7 @@ func TestKillNodeMidBurst(t *testing.T) {
 
 	// home is the node index; each client lists all three, home first.
 	dial := func(user string, tr client.Transport, home int) *chattest.Member {
-		return chattest.Join(t, client.Config{Addrs: chattest.Addrs(tr, chattest.Rotate(nodes, home)...), Transport: tr, User: user, Room: room})
+		return chattest.JoinHome(t, nodes, home, tr, user, room)
 	}
 	s1 := dial("s1-grpc-n1", client.GRPC, 0)
 	s2 := dial("s2-ws-n2", client.WebSocket, 1)
@@ -222,15 +222,7 @@ func TestKillNodeMidBurst(t *testing.T) {
 
 	// Fences: each sender's last message, received by everyone else,
 	// means all earlier ones were delivered (or never will be).
-	var others1, others2 []*chattest.Member
-	for _, m := range members {
-		if m != s1 {
-			others1 = append(others1, m)
-		}
-		if m != s2 {
-			others2 = append(others2, m)
-		}
-	}
+	others1, others2 := chattest.Except(members, s1), chattest.Except(members, s2)
 	chattest.WaitHas(t, 30*time.Second, acks1[n1-1], others1...)
 	chattest.WaitHas(t, 30*time.Second, acks2[n2-1], others2...)
 
@@ -238,13 +230,7 @@ func TestKillNodeMidBurst(t *testing.T) {
 	if len(log) != n1+n2 {
 		t.Errorf("log holds %d messages; want %d, each send stored once", len(log), n1+n2)
 	}
-	texts := make(map[string]uint64)
-	for _, m := range log {
-		if prev, dup := texts[m.GetText()]; dup {
-			t.Errorf("%q stored twice: seqs %d and %d", m.GetText(), prev, m.GetSeq())
-		}
-		texts[m.GetText()] = m.GetSeq()
-	}
+	chattest.CheckStoredOnce(t, log)
 	for _, ack := range append(acks1, acks2...) {
 		if ack.GetEpoch() != log[0].GetEpoch() || ack.GetSeq() > uint64(len(log)) {
 			t.Errorf("ack %s:%d for %q is not in the log", ack.GetEpoch(), ack.GetSeq(), ack.GetText())
