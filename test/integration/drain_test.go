@@ -10,7 +10,6 @@ import (
 	"example.com/chat/internal/chattest"
 	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/client"
-	"example.com/chat/pkg/node"
 )
 
 // TestRollingRestart restarts the three nodes of a cluster one after the
@@ -29,15 +28,7 @@ func rollingRestart(t *testing.T, sig syscall.Signal) {
 	bin := buildNode(t)
 	rs := testutil.StartRedis(t)
 	extra := []string{"-history-size", "100000", "-drain-delay", "200ms", "-drain-spread", "300ms"}
-	procs := make([]*procNode, 3)
-	var nodes []node.Addrs
-	for i := range procs {
-		procs[i] = startProc(t, bin, rs.Addr(), fmt.Sprintf("r%d", i+1), extra...)
-	}
-	for _, p := range procs {
-		p.waitStarted(t)
-		nodes = append(nodes, p.Addrs)
-	}
+	procs, nodes := startProcs(t, bin, rs.Addr(), "r", 3, extra...)
 	room := newRoom()
 	dial := func(user string, tr client.Transport, home int) *chattest.Member {
 		return chattest.JoinHome(t, nodes, home, tr, user, room)

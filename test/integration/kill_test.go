@@ -77,6 +77,22 @@ type procNode struct {
 // them from its "node started" log line. At cleanup it is stopped with
 // SIGTERM (SIGKILL after 30 s); a data race reported by a -race node fails
 // the test.
+// startProcs starts n node processes (ids prefix1, prefix2, ...) at
+// once and waits until all serve.
+func startProcs(t *testing.T, bin, redisAddr, prefix string, n int, extra ...string) ([]*procNode, []node.Addrs) {
+	t.Helper()
+	procs := make([]*procNode, n)
+	for i := range procs {
+		procs[i] = startProc(t, bin, redisAddr, fmt.Sprintf("%s%d", prefix, i+1), extra...)
+	}
+	nodes := make([]node.Addrs, n)
+	for i, p := range procs {
+		p.waitStarted(t)
+		nodes[i] = p.Addrs
+	}
+	return procs, nodes
+}
+
 func startProc(t *testing.T, bin, redisAddr, id string, extra ...string) *procNode {
 	t.Helper()
 	args := append([]string{
@@ -177,15 +193,7 @@ func TestKillNodeMidBurst(t *testing.T) {
 	t.Parallel()
 	bin := buildNode(t)
 	rs := testutil.StartRedis(t)
-	var procs []*procNode
-	var nodes []node.Addrs
-	for i := range 3 {
-		procs = append(procs, startProc(t, bin, rs.Addr(), fmt.Sprintf("p%d", i+1), "-history-size", "2000"))
-	}
-	for _, p := range procs {
-		p.waitStarted(t)
-		nodes = append(nodes, p.Addrs)
-	}
+	procs, nodes := startProcs(t, bin, rs.Addr(), "p", 3, "-history-size", "2000")
 	room := newRoom()
 
 	// home is the node index; each client lists all three, home first.
