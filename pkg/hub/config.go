@@ -55,8 +55,12 @@ type Config struct {
 	// MaxSessionsPerUser caps one user's concurrent streams on this node.
 	// Zero means 32.
 	MaxSessionsPerUser int
-	// MaxSessions caps this node's streams. Zero means 100000.
+	// MaxSessions caps this node's connections: joined streams plus those
+	// admitted (Admit) that have not joined yet. Zero means 100000.
 	MaxSessions int
+	// JoinTimeout is how long an admitted connection may take to send its
+	// first message before the edge closes it. Zero means 10 s.
+	JoinTimeout time.Duration
 	// WriteDelay is the shortest time between two writes to one client
 	// under sustained traffic: frames arriving meanwhile wait and leave
 	// together, in one system call. A client not written to for that long
@@ -122,6 +126,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 100000
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 10 * time.Second
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 25 * time.Second

@@ -47,8 +47,9 @@ type Hub struct {
 	leaving   map[leaveKey]*time.Timer // leaves waiting out the grace
 
 	usersMu  sync.Mutex
-	users    map[string]*user // local users
-	sessionN int              // local sessions
+	users    map[string]*user        // local users
+	sessionN int                     // local sessions
+	admitted map[*Admission]struct{} // connections not joined yet
 }
 
 type shard struct {
@@ -63,12 +64,13 @@ func New(cfg Config) (*Hub, error) {
 	}
 	cfg.setDefaults()
 	h := &Hub{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		seed:    maphash.MakeSeed(),
-		recheck: make(chan struct{}, 1),
-		users:   make(map[string]*user),
-		leaving: make(map[leaveKey]*time.Timer),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		seed:     maphash.MakeSeed(),
+		recheck:  make(chan struct{}, 1),
+		users:    make(map[string]*user),
+		leaving:  make(map[leaveKey]*time.Timer),
+		admitted: make(map[*Admission]struct{}),
 	}
 	m, err := newMetrics(cfg.Registerer, h)
 	if err != nil {
@@ -108,6 +110,11 @@ func (h *Hub) lookup(name string) *room {
 // starts the session's writer. The session's first queued frames are the
 // replay; live messages follow without gap or duplicate.
 func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, error) {
+	if o.Admission != nil {
+		// The session takes the slot over (addUser); on any failure before
+		// that, the slot is freed here.
+		defer o.Admission.Release()
+	}
 	if h.closed.Load() {
 		return nil, &Error{Kind: KindClosed, Msg: "node is shutting down; reconnect"}
 	}
@@ -138,7 +145,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	}
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
-	if err := h.addUser(s); err != nil {
+	if err := h.addUser(s, o.Admission); err != nil {
 		s.cancel()
 		return nil, err
 	}
@@ -250,11 +257,14 @@ type user struct {
 	limiter  *rate.Limiter
 }
 
-// addUser counts s against the node's and its user's session limits.
-func (h *Hub) addUser(s *Session) error {
+// addUser counts s against the node's and its user's session limits. A
+// session that comes with its connection's Admission takes that slot over
+// instead of a new one.
+func (h *Hub) addUser(s *Session, a *Admission) error {
 	h.usersMu.Lock()
 	defer h.usersMu.Unlock()
-	if h.sessionN >= h.cfg.MaxSessions {
+	admitted := a != nil && a.takeLocked()
+	if !admitted && h.sessionN+len(h.admitted) >= h.cfg.MaxSessions {
 		return errorf(KindLimit, "this node is full (%d streams); try another node", h.cfg.MaxSessions)
 	}
 	u := h.users[s.user]
@@ -347,6 +357,7 @@ func (h *Hub) publishEvent(room, user string, kind api.Kind) {
 // and waits for the hub's goroutines, or returns ctx's error.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closed.Store(true)
+	h.cancelAdmissions()
 	h.bgStop()
 	h.presenceShutdown()
 	h.closeSpread(ctx, h.sessions())

@@ -8,6 +8,8 @@ import (
 
 type metrics struct {
 	sessions       *prometheus.GaugeVec
+	pending        prometheus.Gauge
+	refused        prometheus.Counter
 	disconnects    *prometheus.CounterVec
 	published      prometheus.Counter
 	publishErrors  prometheus.Counter
@@ -25,6 +27,12 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chat_hub_sessions", Help: "Open sessions on this node, by transport.",
 		}, []string{"transport"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chat_hub_pending_connections", Help: "Connections admitted that have not joined yet (they count against -max-streams).",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_connections_refused_total", Help: "Connections refused because the node was full.",
+		}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chat_hub_disconnects_total", Help: "Sessions closed, by reason.",
 		}, []string{"reason"}),
@@ -68,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
 	}, func() float64 { return float64(h.ActiveUsers()) })
-	for _, c := range []prometheus.Collector{m.sessions, m.disconnects, m.published, m.publishErrors,
+	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.refused, m.disconnects, m.published, m.publishErrors,
 		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hub: register metrics: %w", err)

@@ -56,6 +56,10 @@ type JoinOptions struct {
 	// Expires, when set, ends the session with CloseUnauthenticated at that
 	// time (its token expires).
 	Expires time.Time
+	// Admission, when set, is the slot Admit reserved for this connection:
+	// Join takes it over, or releases it if the join fails. Nil takes a new
+	// slot.
+	Admission *Admission
 }
 
 // Session is one client stream in one room. Its methods are safe for
