@@ -61,6 +61,17 @@ type Config struct {
 	// JoinTimeout is how long an admitted connection may take to send its
 	// first message before the edge closes it. Zero means 10 s.
 	JoinTimeout time.Duration
+	// MaxInvalidFrames is how many malformed or refused frames a connection
+	// may send before the edge closes it (CloseInvalidInput): a client that
+	// keeps sending garbage must not keep the node busy. Zero means 10.
+	MaxInvalidFrames int
+	// WriteTimeout bounds one write of a batch to a client, on every edge;
+	// a write that takes longer closes the session (CloseWriteError). Zero
+	// means 10 s.
+	WriteTimeout time.Duration
+	// FlushTimeout bounds an orderly close: a session whose queue is not
+	// flushed within it is cut without the rest. Zero means 5 s.
+	FlushTimeout time.Duration
 	// WriteDelay is the shortest time between two writes to one client
 	// under sustained traffic: frames arriving meanwhile wait and leave
 	// together, in one system call. A client not written to for that long
@@ -129,6 +140,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.JoinTimeout <= 0 {
 		c.JoinTimeout = 10 * time.Second
+	}
+	if c.MaxInvalidFrames <= 0 {
+		c.MaxInvalidFrames = 10
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.FlushTimeout <= 0 {
+		c.FlushTimeout = 5 * time.Second
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 25 * time.Second
