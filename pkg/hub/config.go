@@ -69,6 +69,10 @@ type Config struct {
 	// a write that takes longer closes the session (CloseWriteError). Zero
 	// means 10 s.
 	WriteTimeout time.Duration
+	// MaxReplayBytes bounds the history one join (or one REST history read)
+	// replays, in encoded bytes: older messages past it are left out and an
+	// event client is told (KIND_TRUNCATED). Zero means 4 MiB.
+	MaxReplayBytes int
 	// FlushTimeout bounds an orderly close: a session whose queue is not
 	// flushed within it is cut without the rest. Zero means 5 s.
 	FlushTimeout time.Duration
@@ -146,6 +150,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxReplayBytes <= 0 {
+		c.MaxReplayBytes = 4 << 20
 	}
 	if c.FlushTimeout <= 0 {
 		c.FlushTimeout = 5 * time.Second
