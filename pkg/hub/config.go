@@ -31,6 +31,12 @@ type Config struct {
 	// causes no leave/join flicker. Zero means 5 s.
 	LeaveGrace time.Duration
 
+	// PresenceEventRate is how many join and leave events per second a
+	// room delivers to its watchers on this node, with bursts of twice
+	// that; under churn the rest are dropped (the presence API stays
+	// exact). Zero means 10.
+	PresenceEventRate float64
+
 	// NodeID names this node in origin tags and logs. Empty means a random id.
 	NodeID string
 	// HistorySize is the most messages replayed on join (the -history-size
@@ -111,6 +117,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LeaveGrace <= 0 {
 		c.LeaveGrace = 5 * time.Second
+	}
+	if c.PresenceEventRate <= 0 {
+		c.PresenceEventRate = 10
 	}
 	if c.NodeID == "" {
 		c.NodeID = randomID()

@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -18,7 +19,6 @@ import (
 // A Frame and its Message are immutable once created.
 type Frame struct {
 	msg    *api.Message
-	size   int    // queue accounting estimate, bytes
 	origin string // the publishing session's tag; never sent
 	replay bool   // from history, not live: no fan-out lag to measure
 
@@ -32,42 +32,75 @@ type Frame struct {
 
 // NewFrame wraps m, which the caller must not modify afterwards.
 func NewFrame(m *api.Message) *Frame {
-	return &Frame{msg: m, size: 64 + len(m.GetText()) + len(m.GetUser()) + len(m.GetRoom()) + len(m.GetClientId())}
+	return &Frame{msg: m}
 }
 
 // Message returns the frame's message. Callers must not modify it.
 func (f *Frame) Message() *api.Message { return f.msg }
 
-// Size is the frame's estimated size in bytes, as counted against a
-// session's queue limit.
-func (f *Frame) Size() int { return f.size }
+// Sizer is implemented by a Transport that knows what a frame costs on its
+// wire (its encoding plus framing); the session counts that against its
+// queue limit. A Transport without it is charged the frame's JSON length.
+// FrameSize is called with the session's lock held, from the fan-out path:
+// it must not block, and should use the frame's shared encodings.
+type Sizer interface {
+	FrameSize(f *Frame) int
+}
+
+// jsonSize is the charge for a Transport that is not a Sizer.
+func jsonSize(f *Frame) int { return len(f.JSON()) }
 
 var jsonOpts = protojson.MarshalOptions{}
 
 // JSON returns the protojson encoding (the gateway's mapping), computed once.
+// It never fails: a message that protojson refuses (a string that is not
+// valid UTF-8, which validation should have kept out) is encoded with its
+// invalid bytes replaced by U+FFFD.
 func (f *Frame) JSON() []byte {
 	f.jsonOnce.Do(func() {
 		b, err := jsonOpts.Marshal(f.msg)
 		if err != nil {
-			// A Message holds only strings validated as UTF-8, ints and
-			// enums; Marshal cannot fail on it.
-			panic("hub: marshal frame: " + err.Error())
+			b, err = jsonOpts.Marshal(validUTF8(f.msg))
+		}
+		if err != nil {
+			// Cannot happen for a Message of valid strings, ints and
+			// enums; an empty object keeps the wire valid all the same.
+			b = []byte("{}")
 		}
 		f.json = b
 	})
 	return f.json
 }
 
-// Proto returns the protobuf encoding, computed once.
+// Proto returns the protobuf encoding, computed once. Like JSON it never
+// fails: invalid UTF-8 is replaced first.
 func (f *Frame) Proto() []byte {
 	f.protoOnce.Do(func() {
 		b, err := proto.Marshal(f.msg)
 		if err != nil {
-			panic("hub: marshal frame: " + err.Error())
+			b, _ = proto.Marshal(validUTF8(f.msg))
 		}
 		f.proto = b
 	})
 	return f.proto
+}
+
+// validUTF8 returns a copy of m whose strings are valid UTF-8.
+func validUTF8(m *api.Message) *api.Message {
+	c := proto.Clone(m).(*api.Message)
+	fix := func(s *string) { *s = strings.ToValidUTF8(*s, "\uFFFD") }
+	fix(&c.User)
+	fix(&c.Text)
+	fix(&c.Room)
+	fix(&c.ClientId)
+	fix(&c.Epoch)
+	if c.Error != nil {
+		fix(&c.Error.Message)
+	}
+	if j := c.Join; j != nil {
+		fix(&j.Epoch)
+	}
+	return c
 }
 
 // Wire returns an edge's own encoding of the frame (a WebSocket frame with

@@ -140,8 +140,12 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		transport: o.Transport,
 		events:    o.Events,
 		t:         t,
+		size:      jsonSize,
 		wake:      make(chan struct{}, 1),
 		syncing:   true,
+	}
+	if sz, ok := t.(Sizer); ok {
+		s.size = sz.FrameSize
 	}
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
@@ -168,7 +172,14 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		h.removeUser(s)
 		return nil, err
 	}
-	s.finishSync(frames, pos, truncated)
+	why := ""
+	if truncated {
+		why = "resume point is no longer in history; here are the latest messages"
+	}
+	if frames, truncated = boundReplay(frames, s.size, h.cfg.MaxReplayBytes); truncated && why == "" {
+		why = fmt.Sprintf("older messages were left out: a replay is limited to %d bytes; read them with the history API", h.cfg.MaxReplayBytes)
+	}
+	s.finishSync(frames, pos, why)
 	if !o.Expires.IsZero() {
 		// The token's expiry ends the stream; the client reconnects with a
 		// fresh one and resumes.
@@ -183,8 +194,9 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		s.wakeLocked()
 		s.mu.Unlock()
 	})
+	first := h.presenceCount(s)
 	s.start()
-	h.presenceJoin(ctx, s)
+	h.presenceJoin(ctx, s, first)
 	s.log.Debug("session joined")
 	return s, nil
 }
@@ -220,17 +232,57 @@ func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Fr
 	if err != nil {
 		return nil, history.Position{}, false, &Error{Kind: KindUnavailable, Msg: "history is unavailable; retry", Err: err}
 	}
+	// Frames that some local reader still holds are shared, not decoded
+	// (and encoded) again: see frameCache.
+	r := h.lookup(room)
+	if r != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+	}
 	frames := make([]*Frame, 0, len(page.Entries))
 	for _, e := range page.Entries {
-		f, err := h.storedFrame(room, page.Position.Epoch, e.Seq, e.Data)
-		if err != nil {
-			h.log.Error("skipping malformed history entry", "room", room, "seq", e.Seq, "err", err)
-			continue
+		var f *Frame
+		if r != nil {
+			f = r.cache.get(page.Position.Epoch, e.Seq)
 		}
-		f.replay = true
+		if f == nil {
+			var err error
+			if f, err = h.storedFrame(room, page.Position.Epoch, e.Seq, e.Data); err != nil {
+				h.log.Error("skipping malformed history entry", "room", room, "seq", e.Seq, "err", err)
+				continue
+			}
+			f.replay = true
+			if r != nil {
+				r.cache.put(page.Position.Epoch, e.Seq, f)
+			}
+		}
 		frames = append(frames, f)
 	}
 	return frames, page.Position, page.Truncated, nil
+}
+
+// boundPage keeps the oldest of frames whose sizes add up to at most limit
+// bytes, and at least one.
+func boundPage(frames []*Frame, size func(*Frame) int, limit int) []*Frame {
+	total := 0
+	for i, f := range frames {
+		if total += size(f); total > limit && i > 0 {
+			return frames[:i]
+		}
+	}
+	return frames
+}
+
+// boundReplay keeps the newest of frames (oldest first) whose sizes add up
+// to at most limit bytes, and reports whether it left any out.
+func boundReplay(frames []*Frame, size func(*Frame) int, limit int) ([]*Frame, bool) {
+	total := 0
+	for i := len(frames) - 1; i >= 0; i-- {
+		if total += size(frames[i]); total > limit {
+			return frames[i+1:], true
+		}
+	}
+	return frames, false
 }
 
 // storedFrame decodes a stored record into a frame carrying its id.

@@ -9,6 +9,8 @@ import (
 type metrics struct {
 	sessions       *prometheus.GaugeVec
 	pending        prometheus.Gauge
+	pendingDropped prometheus.Counter
+	eventsDropped  prometheus.Counter
 	refused        prometheus.Counter
 	disconnects    *prometheus.CounterVec
 	published      prometheus.Counter
@@ -29,6 +31,12 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		}, []string{"transport"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chat_hub_pending_connections", Help: "Connections admitted that have not joined yet (they count against -max-streams).",
+		}),
+		pendingDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_held_deliveries_dropped_total", Help: "Times a room dropped the deliveries it held while catching up (over -max-replay-bytes); it reads them from history instead.",
+		}),
+		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_presence_events_dropped_total", Help: "Join and leave events not delivered because their room was over its event budget (churn).",
 		}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_connections_refused_total", Help: "Connections refused because the node was full.",
@@ -76,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
 	}, func() float64 { return float64(h.ActiveUsers()) })
-	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.refused, m.disconnects, m.published, m.publishErrors,
+	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.pendingDropped, m.eventsDropped, m.refused, m.disconnects, m.published, m.publishErrors,
 		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hub: register metrics: %w", err)

@@ -11,7 +11,31 @@ import (
 // records it in the presence store and, if the user was not present on any
 // node, announces the join. A user returning within the leave grace causes
 // no event at all.
-func (h *Hub) presenceJoin(ctx context.Context, s *Session) {
+//
+// Join calls presenceCount before the session's writer may run (the
+// writer's end uncounts the user, which must find it counted), and
+// presenceJoin, which does the I/O, after.
+func (h *Hub) presenceJoin(ctx context.Context, s *Session, first bool) {
+	if !first {
+		return
+	}
+	r := s.room
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	was, err := h.cfg.Presence.Join(ctx, r.name, s.user, h.cfg.NodeID, h.cfg.PresenceTTL)
+	if err != nil {
+		s.log.Warn("presence join failed; the heartbeat will record it", "err", err)
+		return
+	}
+	if !was {
+		h.publishEvent(r.name, s.user, api.Kind_KIND_JOIN)
+	}
+}
+
+// presenceCount counts s's user in its room and reports whether this is
+// the user's first local session there, not returning within the leave
+// grace: the join that presenceJoin records and announces.
+func (h *Hub) presenceCount(s *Session) (first bool) {
 	r := s.room
 	r.mu.Lock()
 	if r.users == nil {
@@ -31,19 +55,7 @@ func (h *Hub) presenceJoin(ctx context.Context, s *Session) {
 		returning = true
 	}
 	h.leavingMu.Unlock()
-	if n > 0 || returning {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
-	defer cancel()
-	was, err := h.cfg.Presence.Join(ctx, r.name, s.user, h.cfg.NodeID, h.cfg.PresenceTTL)
-	if err != nil {
-		s.log.Warn("presence join failed; the heartbeat will record it", "err", err)
-		return
-	}
-	if !was {
-		h.publishEvent(r.name, s.user, api.Kind_KIND_JOIN)
-	}
+	return n == 0 && !returning
 }
 
 // presenceLeave uncounts s's user; when it was the user's last local

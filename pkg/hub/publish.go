@@ -189,14 +189,25 @@ func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint
 	if err != nil {
 		return nil, "", false, err
 	}
+	if len(frames) > limit {
+		frames = frames[:limit]
+	}
+	// A client that never reads the answer must not pin more than a
+	// replay's worth of memory (text of control characters grows 6-fold in
+	// JSON).
+	cut := false
+	if afterSeq > 0 {
+		// Paging forward: the client goes on from the last id it got, so
+		// the page ends early instead of missing its oldest messages.
+		frames = boundPage(frames, jsonSize, h.cfg.MaxReplayBytes)
+	} else {
+		frames, cut = boundReplay(frames, jsonSize, h.cfg.MaxReplayBytes)
+	}
 	out := make([]*api.Message, 0, len(frames))
 	for _, f := range frames {
 		out = append(out, f.msg)
 	}
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, epoch, truncated, nil
+	return out, epoch, truncated || cut, nil
 }
 
 // SendError queues an error event for this session (if it asked for events)

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"example.com/chat/api"
 	"example.com/chat/pkg/pubsub"
 )
@@ -31,8 +33,16 @@ type room struct {
 	lastSeq    uint64 // newest id fanned out here (or known to be in history)
 	recovering bool   // a backfill is running; deliveries wait in pending
 	pending    []pubsub.Envelope
+	// pendingBytes counts pending's data; past MaxReplayBytes the
+	// deliveries are dropped (they are in the log) and overflow makes the
+	// backfill read on until it has them.
+	pendingBytes int
+	overflow     bool
 
 	users map[string]int // local sessions per user
+	cache frameCache     // stored frames shared by fan-out and replays
+	// events is the room's budget of join/leave events, made on first use.
+	events *rate.Limiter
 }
 
 // acquire returns name's room with s added as a syncing member, subscribing
@@ -74,7 +84,8 @@ func (h *Hub) acquire(ctx context.Context, name string, s *Session) (*room, erro
 // must be held.
 func (r *room) subscribeLocked(ctx context.Context) error {
 	r.mu.Lock()
-	r.known, r.recovering, r.pending = false, false, nil
+	r.known, r.recovering, r.overflow = false, false, false
+	r.takePendingLocked()
 	r.mu.Unlock()
 	// A bus that is down must fail the join promptly, not hang it.
 	ctx, cancel := context.WithTimeout(ctx, r.h.cfg.PublishTimeout)
@@ -92,9 +103,11 @@ func (r *room) subscribeLocked(ctx context.Context) error {
 	r.subscribed = true
 	r.mu.Lock()
 	r.known, r.epoch, r.lastSeq = true, pos.Epoch, pos.Seq
-	pending := r.pending
-	r.pending = nil
-	r.acceptAllLocked(pending)
+	if r.overflow {
+		r.overflow = false
+		r.startBackfillLocked()
+	}
+	r.acceptAllLocked(r.takePendingLocked())
 	r.mu.Unlock()
 	return nil
 }
@@ -190,18 +203,42 @@ func (h *Hub) HandleReconnect() {
 func (r *room) acceptAllLocked(envs []pubsub.Envelope) {
 	for i, env := range envs {
 		if r.recovering {
-			r.pending = append(r.pending, envs[i:]...)
+			for _, e := range envs[i:] {
+				r.holdLocked(e)
+			}
 			return
 		}
 		r.acceptLocked(env)
 	}
 }
 
+// holdLocked keeps a delivery until the room knows where it stands. The
+// held bytes are bounded: a room that cannot catch up (a stalled store, a
+// flood) drops what would pass MaxReplayBytes, which the backfill then reads
+// from the log. r.mu must be held.
+func (r *room) holdLocked(env pubsub.Envelope) {
+	if r.pendingBytes+len(env.Data) > r.h.cfg.MaxReplayBytes {
+		clear(r.pending)
+		r.pending, r.pendingBytes, r.overflow = r.pending[:0], 0, true
+		r.h.metrics.pendingDropped.Inc()
+		return
+	}
+	r.pending = append(r.pending, env)
+	r.pendingBytes += len(env.Data)
+}
+
+// takePendingLocked returns the held deliveries and forgets them.
+func (r *room) takePendingLocked() []pubsub.Envelope {
+	p := r.pending
+	r.pending, r.pendingBytes = nil, 0
+	return p
+}
+
 // acceptLocked orders one stored delivery: duplicates are dropped, a gap
 // starts a backfill, the next id is fanned out. r.mu must be held.
 func (r *room) acceptLocked(env pubsub.Envelope) {
 	if !r.known || r.recovering {
-		r.pending = append(r.pending, env)
+		r.holdLocked(env)
 		return
 	}
 	if env.Epoch != r.epoch {
@@ -216,14 +253,18 @@ func (r *room) acceptLocked(env pubsub.Envelope) {
 		return
 	case env.Seq > r.lastSeq+1:
 		r.startBackfillLocked()
-		r.pending = append(r.pending, env)
+		r.holdLocked(env)
 		return
 	}
 	r.lastSeq = env.Seq
-	f, err := r.h.storedFrame(r.name, env.Epoch, env.Seq, env.Data)
-	if err != nil {
-		r.h.log.Error("dropping malformed delivery", "room", r.name, "seq", env.Seq, "err", err)
-		return
+	f := r.cache.get(env.Epoch, env.Seq)
+	if f == nil {
+		var err error
+		if f, err = r.h.storedFrame(r.name, env.Epoch, env.Seq, env.Data); err != nil {
+			r.h.log.Error("dropping malformed delivery", "room", r.name, "seq", env.Seq, "err", err)
+			return
+		}
+		r.cache.put(env.Epoch, env.Seq, f)
 	}
 	for _, s := range r.members {
 		s.deliverStored(f)
@@ -282,9 +323,13 @@ func (r *room) backfill() {
 			r.mu.Unlock()
 			continue
 		}
-		pending := r.pending
-		r.pending = nil
-		r.acceptAllLocked(pending)
+		if r.overflow {
+			// Deliveries were dropped while this ran: read on.
+			r.overflow, r.recovering = false, true
+			r.mu.Unlock()
+			continue
+		}
+		r.acceptAllLocked(r.takePendingLocked())
 		r.mu.Unlock()
 		return
 	}
@@ -302,6 +347,18 @@ func (h *Hub) fanoutEvent(r *room, env pubsub.Envelope) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	presence := m.Kind == api.Kind_KIND_JOIN || m.Kind == api.Kind_KIND_LEAVE
+	if presence {
+		// Join/leave churn (fresh names in a loop) must not flood the
+		// room's watchers: past the room's event budget they are dropped,
+		// and the presence API stays the truth.
+		if r.events == nil {
+			r.events = rate.NewLimiter(rate.Limit(h.cfg.PresenceEventRate), 2*int(h.cfg.PresenceEventRate)+1)
+		}
+		if !r.events.Allow() {
+			h.metrics.eventsDropped.Inc()
+			return
+		}
+	}
 	for _, s := range r.members {
 		// A user's own join and leave are news only to others.
 		if s.events && s.origin != origin && !(presence && s.user == m.User) {

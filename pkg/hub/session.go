@@ -73,6 +73,7 @@ type Session struct {
 	transport string
 	events    bool
 	t         Transport
+	size      func(*Frame) int // bytes a frame costs on t's wire
 	log       *slog.Logger
 	limiter   *rate.Limiter // the user's, shared by the user's sessions
 	rejected  int           // consecutive rate-limited sends; guarded by mu
@@ -87,21 +88,22 @@ type Session struct {
 	idle      *time.Timer
 	idleArmed bool
 
-	mu       sync.Mutex
-	queue    []*Frame
-	queued   int // bytes in queue
-	replay   int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes
-	closing  bool
-	inflight int  // publishes under way; a draining writer waits for their acks
-	urgent   bool // the queue holds an ack or error: write without delay
-	reason   CloseReason
-	started  bool     // Join is done: a writer may run
-	writing  bool     // a writer goroutine runs (or the session has finished)
-	spare    []*Frame // the writer's batch slice, kept between writers
-	syncing  bool     // joining: stored frames wait in pending
-	pending  []*Frame // stored frames that arrived while syncing
-	lastSeq  uint64   // newest stored id this session has seen
-	epoch    string   // epoch of lastSeq
+	mu           sync.Mutex
+	queue        []*Frame
+	queued       int // bytes in queue
+	replay       int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes
+	closing      bool
+	inflight     int  // publishes under way; a draining writer waits for their acks
+	urgent       bool // the queue holds an ack or error: write without delay
+	reason       CloseReason
+	started      bool     // Join is done: a writer may run
+	writing      bool     // a writer goroutine runs (or the session has finished)
+	spare        []*Frame // the writer's batch slice, kept between writers
+	syncing      bool     // joining: stored frames wait in pending
+	pending      []*Frame // stored frames that arrived while syncing
+	pendingBytes int      // their size
+	lastSeq      uint64   // newest stored id this session has seen
+	epoch        string   // epoch of lastSeq
 }
 
 // User returns the session's user name.
@@ -151,6 +153,23 @@ func (s *Session) afterClose(reason CloseReason) {
 		// No flush for a peer that cannot take it: cancelling unblocks a
 		// stuck Write and lets the gRPC handler return.
 		s.cancel()
+	} else {
+		// An orderly close flushes, but never for longer than FlushTimeout:
+		// a peer that stopped reading would otherwise pin the session, its
+		// writer and its user's slot (a stuck gRPC Send waits for ever).
+		// Then it ends as a write error, which the edges cut at once.
+		t := time.AfterFunc(s.hub.cfg.FlushTimeout, func() {
+			s.mu.Lock()
+			if s.ctx.Err() != nil {
+				s.mu.Unlock()
+				return // flushed just in time
+			}
+			s.reason = CloseWriteError
+			s.mu.Unlock()
+			s.hub.warn(s.log, "flush timed out; cutting the connection", "reason", reason.String())
+			s.cancel()
+		})
+		context.AfterFunc(s.ctx, func() { t.Stop() })
 	}
 	s.mu.Lock()
 	s.wakeLocked()
@@ -198,13 +217,14 @@ func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
 	if s.closing && !(own && s.reason.flushes() && s.ctx.Err() == nil) {
 		return false
 	}
-	if s.queued+f.size > s.hub.cfg.MaxQueueBytes+s.replay {
+	n := s.size(f)
+	if s.queued+n > s.hub.cfg.MaxQueueBytes+s.replay {
 		s.queue = nil
 		s.queued = 0
 		return s.closeLocked(CloseSlowConsumer)
 	}
 	s.queue = append(s.queue, f)
-	s.queued += f.size
+	s.queued += n
 	if own && !s.urgent {
 		// The client is waiting for this answer: no write delay, and
 		// wake a writer that is already waiting one out.
@@ -249,7 +269,15 @@ func (s *Session) deliverStored(f *Frame) {
 
 func (s *Session) deliverStoredLocked(f *Frame) (slow bool) {
 	if s.syncing {
+		// Bounded like the queue these frames are bound for: a join that
+		// cannot finish while a flood goes by is a slow consumer.
+		n := s.size(f)
+		if s.pendingBytes+n > s.hub.cfg.MaxQueueBytes {
+			s.pending, s.pendingBytes = nil, 0
+			return s.closeLocked(CloseSlowConsumer)
+		}
 		s.pending = append(s.pending, f)
+		s.pendingBytes += n
 		return false
 	}
 	m := f.msg
@@ -281,22 +309,24 @@ func (s *Session) deliverStoredLocked(f *Frame) (slow bool) {
 }
 
 // finishSync ends the join: it queues the history page read at position
-// pos, then whatever arrived live meanwhile, deduplicated by id.
-func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated bool) {
+// pos, then whatever arrived live meanwhile, deduplicated by id. A non-empty
+// truncated says why the replay misses messages the client asked for; an
+// event client is told.
+func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.syncing = false
 	s.epoch = pos.Epoch
 	var slow bool
-	if truncated && s.events {
-		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, pos.Epoch, "resume point is no longer in history; here are the latest messages"))
+	if truncated != "" && s.events {
+		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, pos.Epoch, truncated))
 	}
 	// The replay is as big as the history asks, whatever the client's
 	// speed: it may exceed the queue limit (100 messages of 16 KiB do),
 	// which must not cut the client as slow on every join. The allowance
 	// ends when the writer takes the queue.
 	for _, f := range frames {
-		s.replay += f.size
+		s.replay += s.size(f)
 	}
 	for _, f := range frames {
 		slow = slow || s.deliverStoredLocked(f)
@@ -310,7 +340,7 @@ func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated bo
 		s.lastSeq = pos.Seq
 	}
 	pending := s.pending
-	s.pending = nil
+	s.pending, s.pendingBytes = nil, 0
 	for _, f := range pending {
 		slow = slow || s.deliverStoredLocked(f)
 	}
