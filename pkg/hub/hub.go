@@ -196,6 +196,11 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	})
 	first := h.presenceCount(s)
 	s.start()
+	if h.closed.Load() {
+		// Shutdown began while this joined, perhaps after it listed the
+		// sessions to close: close this one too.
+		s.Close(CloseShutdown)
+	}
 	h.presenceJoin(ctx, s, first)
 	s.log.Debug("session joined")
 	return s, nil
