@@ -61,7 +61,12 @@ type Config struct {
 	// Issuer and Audience, when set, must match the token's.
 	Issuer   string
 	Audience string
-	// Leeway tolerates clock skew on expiry. Zero means 30 s.
+	// Leeway tolerates clock skew between the issuer and this node on the
+	// token's start ("nbf", and "iat" if it is ever checked): a token
+	// issued by a clock a little ahead is usable at once. It never extends
+	// the expiry: a token is refused from its "exp" on, by every edge
+	// alike, so that REST calls and streams follow one rule. Zero means
+	// 30 s.
 	Leeway time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -138,7 +143,9 @@ func methodsFor(k crypto.PublicKey) []string {
 }
 
 // Verify checks token and returns its claims. Errors wrap one of the Err
-// values above.
+// values above. A token is valid strictly before its expiry (exp): from
+// that instant on Verify returns ErrExpired, whatever the Leeway, so
+// callers need no expiry check of their own.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if token == "" {
 		return nil, ErrMissing
@@ -181,6 +188,13 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: expiry (exp) is required", ErrInvalid)
 	default:
 		return nil, ErrInvalid
+	}
+	// The parser applied the leeway to exp as well. Expiry is exact here:
+	// a stream whose token is past exp would be closed by the hub at once,
+	// and a REST call must not get what a stream is refused. This is the
+	// one place that rule lives.
+	if tc.ExpiresAt == nil || !v.cfg.Now().Before(tc.ExpiresAt.Time) {
+		return nil, ErrExpired
 	}
 	if tc.Subject == "" {
 		return nil, fmt.Errorf("%w: subject (sub) is required", ErrInvalid)
