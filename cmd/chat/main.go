@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -74,7 +73,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	out := &printer{w: stdout}
 	out.printf("* joining %s as %s via %s", *room, *user, list[0])
 
@@ -85,13 +83,27 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 			out.message(m)
 		}
 	}()
+	// Closing the client closes Messages, which ends the printer: nothing
+	// is written to stdout after run returns.
+	defer func() {
+		c.Close()
+		<-done
+	}()
 
 	lines := make(chan string)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
+		// Ends when stdin does, or at its next line once run has
+		// returned; a read in progress cannot be interrupted.
 		defer close(lines)
 		sc := bufio.NewScanner(stdin)
 		for sc.Scan() {
-			lines <- sc.Text()
+			select {
+			case lines <- sc.Text():
+			case <-stop:
+				return
+			}
 		}
 	}()
 	for {
@@ -147,38 +159,4 @@ func who(ctx context.Context, addr, room, token string, tc *tls.Config, out *pri
 		return
 	}
 	out.printf("* %d here: %s", r.GetCount(), strings.Join(r.GetUsers(), ", "))
-}
-
-// printer serialises output lines.
-type printer struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (p *printer) printf(format string, args ...any) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, format+"\n", args...)
-}
-
-func (p *printer) message(m *api.Message) {
-	ts := time.UnixMilli(m.GetTs()).Format("15:04:05")
-	switch m.GetKind() {
-	case api.Kind_KIND_MESSAGE:
-		p.printf("%s %s: %s", ts, m.GetUser(), m.GetText())
-	case api.Kind_KIND_JOIN:
-		p.printf("* %s joined", m.GetUser())
-	case api.Kind_KIND_LEAVE:
-		p.printf("* %s left", m.GetUser())
-	case api.Kind_KIND_TYPING:
-		p.printf("* %s is typing…", m.GetUser())
-	case api.Kind_KIND_ACK:
-		p.printf("%s %s: %s", ts, m.GetUser(), "✓ sent (#"+fmt.Sprint(m.GetSeq())+")")
-	case api.Kind_KIND_ERROR:
-		p.printf("! %s", m.GetError().GetMessage())
-	case api.Kind_KIND_TRUNCATED:
-		p.printf("! %s", m.GetText())
-	case api.Kind_KIND_LIVE:
-		p.printf("* live")
-	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -79,8 +80,20 @@ func TestTerminalClientAgainstANode(t *testing.T) {
 	}
 	waitFor(t, out, "bob: hi alice")
 
+	// What another user sends is shown inert: no escape sequence reaches
+	// the terminal, and no line of it passes for someone else's.
+	if _, err := other.Send(ctx, "pwn\x1b]0;title\x07\x1b[2J\u202e\n12:00:00 carol: fake\r\x1b[1Aover"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, `bob: pwn\x1b]0;title\x07\x1b[2J\u202e`)
+	waitFor(t, out, contIndent+`12:00:00 carol: fake\r\x1b[1Aover`)
+	checkInert(t, out.String())
+	if regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d carol: `).MatchString(out.String()) {
+		t.Fatalf("a line passes for carol's:\n%s", out.String())
+	}
+
 	io.WriteString(input, "hello bob\n")
-	waitFor(t, out, "✓ sent (#2)")
+	waitFor(t, out, "✓ sent (#3)")
 	for m := range other.Messages() {
 		if m.GetText() == "hello bob" && m.GetUser() == "alice" {
 			break
@@ -92,6 +105,7 @@ func TestTerminalClientAgainstANode(t *testing.T) {
 	if err := <-cliDone; err != nil {
 		t.Fatal(err)
 	}
+	input.Close() // ends the client's stdin reader
 	cancel()
 	if err := <-nodeDone; err != nil {
 		t.Fatal(err)

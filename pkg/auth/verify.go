@@ -1,11 +1,13 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -32,22 +34,67 @@ var (
 type Claims struct {
 	// User is the token's subject.
 	User string
-	// Rooms, when not empty, are the only rooms the token may join.
+	// AllRooms is set when the token has no "rooms" claim: it may join
+	// every room. A token with a "rooms" claim may join only the rooms
+	// listed there, so `"rooms": []` allows none. The zero Claims allows
+	// none either: a room grant is always explicit.
+	AllRooms bool
+	// Rooms are the rooms the token may join when AllRooms is false. It is
+	// nil when AllRooms is set.
 	Rooms []string
 	// Expires is when the token stops being valid.
 	Expires time.Time
 }
 
-// MayJoin reports whether the claims allow joining room.
+// MayJoin reports whether the claims allow joining (and reading) room. It
+// is the one rule for every edge; room should be normalised first.
 func (c *Claims) MayJoin(room string) bool {
-	return len(c.Rooms) == 0 || slices.Contains(c.Rooms, room)
+	return c.AllRooms || slices.Contains(c.Rooms, room)
 }
 
 // tokenClaims is the JWT payload: registered claims plus "rooms".
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	Rooms []string `json:"rooms,omitempty"`
+	Rooms roomsClaim `json:"rooms,omitzero"`
 }
+
+// roomsClaim is the "rooms" claim. Absent and empty mean opposite things
+// (every room, no room), a distinction a plain []string keeps only by
+// accident (nil vs empty after decoding), so it is recorded explicitly:
+// encoding/json calls UnmarshalJSON only when the key is present.
+type roomsClaim struct {
+	present bool
+	names   []string
+}
+
+// errRoomsNull reports a "rooms": null claim, which could mean either.
+var errRoomsNull = errors.New(`"rooms" must be a list of room names, not null`)
+
+// UnmarshalJSON records that the claim is present. null is refused: an
+// issuer that meant "every room" must leave the claim out, and one that
+// meant "none" must send [].
+func (r *roomsClaim) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return errRoomsNull
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return err
+	}
+	*r = roomsClaim{present: true, names: names}
+	return nil
+}
+
+// MarshalJSON writes the listed rooms; an empty list is [] (no room).
+func (r roomsClaim) MarshalJSON() ([]byte, error) {
+	if r.names == nil {
+		return []byte("[]"), nil
+	}
+	return json.Marshal(r.names)
+}
+
+// IsZero reports an absent claim, which omitzero leaves out.
+func (r roomsClaim) IsZero() bool { return !r.present }
 
 // Config configures a Verifier. Exactly one key source must be set.
 type Config struct {
@@ -61,7 +108,12 @@ type Config struct {
 	// Issuer and Audience, when set, must match the token's.
 	Issuer   string
 	Audience string
-	// Leeway tolerates clock skew on expiry. Zero means 30 s.
+	// Leeway tolerates clock skew between the issuer and this node on the
+	// token's start ("nbf", and "iat" if it is ever checked): a token
+	// issued by a clock a little ahead is usable at once. It never extends
+	// the expiry: a token is refused from its "exp" on, by every edge
+	// alike, so that REST calls and streams follow one rule. Zero means
+	// 30 s.
 	Leeway time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -138,7 +190,9 @@ func methodsFor(k crypto.PublicKey) []string {
 }
 
 // Verify checks token and returns its claims. Errors wrap one of the Err
-// values above.
+// values above. A token is valid strictly before its expiry (exp): from
+// that instant on Verify returns ErrExpired, whatever the Leeway, so
+// callers need no expiry check of their own.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if token == "" {
 		return nil, ErrMissing
@@ -175,6 +229,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, ErrAudience
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return nil, ErrIssuer
+	case errors.Is(err, errRoomsNull):
+		// Before ErrTokenMalformed, which wraps it: name the claim.
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, errRoomsNull)
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return nil, ErrMalformed
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
@@ -182,14 +239,28 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	default:
 		return nil, ErrInvalid
 	}
+	// The parser applied the leeway to exp as well. Expiry is exact here:
+	// a stream whose token is past exp would be closed by the hub at once,
+	// and a REST call must not get what a stream is refused. This is the
+	// one place that rule lives.
+	if tc.ExpiresAt == nil || !v.cfg.Now().Before(tc.ExpiresAt.Time) {
+		return nil, ErrExpired
+	}
 	if tc.Subject == "" {
 		return nil, fmt.Errorf("%w: subject (sub) is required", ErrInvalid)
 	}
-	return &Claims{User: tc.Subject, Rooms: tc.Rooms, Expires: tc.ExpiresAt.Time}, nil
+	c := &Claims{User: tc.Subject, AllRooms: !tc.Rooms.present, Expires: tc.ExpiresAt.Time}
+	if tc.Rooms.present {
+		// Non-nil even when empty: a present claim is a restriction.
+		c.Rooms = append([]string{}, tc.Rooms.names...)
+	}
+	return c, nil
 }
 
 // Mint signs a token for user with an HMAC secret: the development tokens of
-// `node token`. rooms may be nil.
+// `node token`. With rooms the token may join only those; without (nil or
+// empty) it has no "rooms" claim and may join every room. A token for no
+// room at all cannot be minted here: it would be useless.
 func Mint(secret []byte, user string, rooms []string, ttl time.Duration, issuer, audience string) (string, error) {
 	now := time.Now()
 	tc := tokenClaims{
@@ -199,7 +270,9 @@ func Mint(secret []byte, user string, rooms []string, ttl time.Duration, issuer,
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 			Issuer:    issuer,
 		},
-		Rooms: rooms,
+	}
+	if len(rooms) > 0 {
+		tc.Rooms = roomsClaim{present: true, names: rooms}
 	}
 	if audience != "" {
 		tc.Audience = jwt.ClaimStrings{audience}

@@ -7,22 +7,55 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/unicode/norm"
+
 	"example.com/chat/api"
 	"example.com/chat/pkg/hub"
 )
 
-// FuzzValidateUser: a name is accepted exactly when it is 1-64 characters of
-// valid UTF-8 without control characters.
+// FuzzValidateUser: NormalizeUser accepts only names that are 1-64
+// characters of valid UTF-8 in NFC, without control or bidi characters,
+// with a visible character and nothing invisible at either end; its result
+// is the NFC form of the input and a fixed point. ValidateUser accepts
+// exactly the names NormalizeUser leaves unchanged.
 func FuzzValidateUser(f *testing.F) {
-	for _, s := range []string{"alice", "", "a\x00", strings.Repeat("é", 64), strings.Repeat("x", 65), "\xff"} {
+	for _, s := range []string{
+		"alice", "", "a\x00", strings.Repeat("é", 64), strings.Repeat("x", 65), "\xff",
+		"Zoe\u0308", " alice", "alice\u202e", "\u200b", "\u00a0", "a\u200db", "\u3164", "\u0301",
+		"\U0001F3F4\U000E0067\U000E007F", "\u0958",
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		err := hub.ValidateUser(s)
-		ok := s != "" && utf8.ValidString(s) && utf8.RuneCountInString(s) <= hub.MaxUserRunes &&
-			strings.IndexFunc(s, unicode.IsControl) < 0
-		if (err == nil) != ok {
-			t.Fatalf("ValidateUser(%q) = %v, want ok=%v", s, err, ok)
+		got, err := hub.NormalizeUser(s)
+		if verr := hub.ValidateUser(s); (verr == nil) != (err == nil && got == s) {
+			t.Fatalf("ValidateUser(%+q) = %v, but NormalizeUser = %+q, %v", s, verr, got, err)
+		}
+		if err != nil {
+			if e := hub.AsError(err); e == nil || e.Kind != hub.KindInvalid {
+				t.Fatalf("NormalizeUser(%+q): %v is not KindInvalid", s, err)
+			}
+			return
+		}
+		if !utf8.ValidString(s) || got != norm.NFC.String(s) {
+			t.Fatalf("NormalizeUser(%+q) = %+q, not the NFC form of valid input", s, got)
+		}
+		if n := utf8.RuneCountInString(got); n < 1 || n > hub.MaxUserRunes {
+			t.Fatalf("NormalizeUser(%+q) = %+q: %d characters", s, got, n)
+		}
+		if i := strings.IndexFunc(got, func(r rune) bool {
+			return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || unicode.In(r, unicode.Zl, unicode.Zp)
+		}); i >= 0 {
+			t.Fatalf("NormalizeUser(%+q) = %+q keeps a control character at %d", s, got, i)
+		}
+		if strings.TrimFunc(got, unicode.IsSpace) != got {
+			t.Fatalf("NormalizeUser(%+q) = %+q has whitespace at an end", s, got)
+		}
+		if strings.IndexFunc(got, func(r rune) bool { return unicode.In(r, unicode.L, unicode.N, unicode.P, unicode.S) }) < 0 {
+			t.Fatalf("NormalizeUser(%+q) = %+q has no visible character", s, got)
+		}
+		if again, err := hub.NormalizeUser(got); err != nil || again != got {
+			t.Fatalf("NormalizeUser(%+q) = %+q, %v: not a fixed point", got, again, err)
 		}
 	})
 }
