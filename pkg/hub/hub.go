@@ -8,7 +8,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	mrand "math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -118,17 +117,23 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	if h.closed.Load() {
 		return nil, &Error{Kind: KindClosed, Msg: "node is shutting down; reconnect"}
 	}
-	if err := ValidateUser(o.User); err != nil {
+	user, err := NormalizeUser(o.User)
+	if err != nil {
 		return nil, err
 	}
-	if o.ClaimedUser != "" && o.ClaimedUser != o.User {
-		return nil, errorf(KindForbidden, "user %q does not match the authenticated user", o.ClaimedUser)
+	o.User = user
+	if o.ClaimedUser != "" {
+		// The name the client gave must be the token's, in any
+		// normalisation; a name that is not valid is not the token's.
+		if claimed, err := NormalizeUser(o.ClaimedUser); err != nil || claimed != o.User {
+			return nil, errorf(KindForbidden, "the user name given does not match the authenticated user")
+		}
 	}
 	roomName, err := NormalizeRoom(o.Room)
 	if err != nil {
 		return nil, err
 	}
-	if len(o.Rooms) > 0 && !slices.Contains(o.Rooms, roomName) {
+	if o.MayJoin != nil && !o.MayJoin(roomName) {
 		return nil, errorf(KindForbidden, "this token may not join room %q", roomName)
 	}
 	id := h.nextID.Add(1)

@@ -117,7 +117,8 @@ func (s *Session) allow() error {
 // of a stream-less client, as the REST route does. It returns the message as
 // stored, with its id.
 func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error) {
-	if err := ValidateUser(m.GetUser()); err != nil {
+	user, err := NormalizeUser(m.GetUser())
+	if err != nil {
 		return nil, err
 	}
 	room, err := NormalizeRoom(m.GetRoom())
@@ -133,13 +134,13 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 	if m.GetText() == "" {
 		return nil, errorf(KindInvalid, "text is empty")
 	}
-	if r := h.limiter(m.GetUser()).Reserve(); r.Delay() > 0 {
+	if r := h.limiter(user).Reserve(); r.Delay() > 0 {
 		d := r.Delay()
 		r.Cancel()
 		return nil, &Error{Kind: KindRateLimited, RetryAfterMs: d.Milliseconds() + 1,
 			Msg: fmt.Sprintf("rate limit: at most %g messages per second (burst %d); retry in %d ms", h.cfg.SendRate, h.cfg.SendBurst, d.Milliseconds()+1)}
 	}
-	out := &api.Message{User: m.GetUser(), Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
+	out := &api.Message{User: user, Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
 	res, err := h.publish(ctx, "", out)
 	if err != nil {
 		return nil, err

@@ -50,9 +50,9 @@ type JoinOptions struct {
 	// ClaimedUser is the user the client's first message named when User
 	// comes from a token; a different name is refused (KindForbidden).
 	ClaimedUser string
-	// Rooms, when not empty, are the only rooms the client may join (from
-	// its token).
-	Rooms []string
+	// MayJoin, when set, says which rooms the client may join (from its
+	// token: auth.Claims.MayJoin). Nil means every room (open mode).
+	MayJoin func(room string) bool
 	// Expires, when set, ends the session with CloseUnauthenticated at that
 	// time (its token expires).
 	Expires time.Time

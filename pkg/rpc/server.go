@@ -53,7 +53,7 @@ func identify(ctx context.Context, o *hub.JoinOptions, claimed string) {
 		o.User = claimed
 		return
 	}
-	o.User, o.ClaimedUser, o.Rooms, o.Expires = c.User, claimed, c.Rooms, c.Expires
+	o.User, o.ClaimedUser, o.MayJoin, o.Expires = c.User, claimed, c.MayJoin, c.Expires
 }
 
 // Stream implements chat.Chat.

@@ -145,7 +145,7 @@ func (k *conn) join(ctx context.Context) (stop func() bool, ok bool) {
 		Epoch:     j.GetEpoch(),
 	}
 	if c := k.claims; c != nil {
-		o.User, o.ClaimedUser, o.Rooms, o.Expires = c.User, first.GetUser(), c.Rooms, c.Expires
+		o.User, o.ClaimedUser, o.MayJoin, o.Expires = c.User, first.GetUser(), c.MayJoin, c.Expires
 	}
 	sess, err := k.h.cfg.Hub.Join(ctx, k, o)
 	if err != nil {
