@@ -99,6 +99,9 @@ func (m *Memory) Allow(_ context.Context, key string, now time.Time) (Decision, 
 	}
 	next, retry, ok := m.g.check(tat, t)
 	if !ok {
+		if e != nil {
+			e.tat = next // clamped after a clock step back
+		}
 		return Decision{RetryAfter: retry}, nil
 	}
 	if e == nil {

@@ -71,10 +71,16 @@ local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-if tat > now + tolerance then tat = now + tolerance end
+local stepped = tat > now + tolerance
+if stepped then tat = now + tolerance end
 local nxt = tat + interval
 local allow_at = nxt - tolerance
 if allow_at > now then
+  if stepped then
+    -- The clock stepped back: keep the clamped TAT, or the key would stay
+    -- refused until the clock caught up.
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+  end
   return {0, math.ceil(allow_at - now)}
 end
 local ttl = math.ceil((nxt - now) / 1000)
