@@ -93,6 +93,15 @@ func spreadREST(t *testing.T, nodes []node.Addrs) {
 		t.Fatalf("%d of %d sends over 3 nodes admitted in %v (%d refused); want %d..%d, one node's budget",
 			n, 3*spreadBurst, elapsed, refused.Load(), spreadBurst, max)
 	}
+	// Redis decided, and the nodes say so.
+	var decided bool
+	for _, a := range nodes {
+		_, metrics := get(t, "http://"+a.HTTP+"/metrics")
+		decided = decided || strings.Contains(metrics, `chat_ratelimit_decisions_total{by="redis",result="refused"}`)
+	}
+	if !decided {
+		t.Error(`no node reports chat_ratelimit_decisions_total{by="redis",result="refused"}`)
+	}
 }
 
 func spreadStreams(t *testing.T, nodes []node.Addrs) {
