@@ -21,7 +21,7 @@ import (
 //	go test -run XXX -bench Allow ./pkg/ratelimit
 func BenchmarkAllow(b *testing.B) {
 	srv := chattest.StartRedis(b)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
 	b.Cleanup(func() { _ = c.Close() })
 	unlimited := ratelimit.Limit{Rate: 1e9}
 	// The floor: one round trip to this Redis.
@@ -55,6 +55,7 @@ func BenchmarkAllow(b *testing.B) {
 		b.Run(impl.name+"/serial", func(b *testing.B) {
 			l := impl.new(b, unlimited)
 			ctx := context.Background()
+			b.ReportAllocs()
 			for b.Loop() {
 				if d, err := l.Allow(ctx, "u", time.Now()); err != nil || !d.Allowed {
 					b.Fatalf("%+v, %v", d, err)
@@ -64,6 +65,8 @@ func BenchmarkAllow(b *testing.B) {
 		b.Run(impl.name+"/parallel", func(b *testing.B) {
 			l := impl.new(b, unlimited)
 			var n atomic.Int64
+			b.SetParallelism(8) // as BenchmarkRedisPublish: 8 senders per CPU
+			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
 				key := "u" + strconv.FormatInt(n.Add(1), 10)
