@@ -217,3 +217,30 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestRedisClockStepBack(t *testing.T) {
+	t.Parallel()
+	c := redisClient(chattest.StartRedis(t))(t)
+	r := newRedis(t, c, ratelimit.RedisConfig{Limit: ratelimit.Limit{Rate: 20, Burst: 1}})
+	ctx := context.Background()
+	// A TAT an hour ahead of the server's clock, as a clock stepping back
+	// an hour leaves: the key is refused for one interval, not an hour.
+	now, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, r.Key("u"), now.Add(time.Hour).UnixMicro(), 2*time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.Allow(ctx, "u", time.Now())
+	if err != nil || d.Allowed || d.RetryAfter > 50*time.Millisecond {
+		t.Fatalf("after the step: %+v, %v; want refused for at most 50 ms", d, err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !allow(t, r, "u").Allowed {
+		if time.Now().After(deadline) {
+			t.Fatal("still refused 2 s after the step")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, bounded by deadline
+	}
+}
