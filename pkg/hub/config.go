@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
+	"example.com/chat/pkg/ratelimit"
 )
 
 // Config configures a Hub. Broker and History are required; every other
@@ -58,6 +61,15 @@ type Config struct {
 	// SendBurst is how many messages a user may send at once above the
 	// rate. Zero means 2*SendRate.
 	SendBurst int
+	// SendLimiter applies the send limit, keyed by user name: every chat
+	// message and typing event of a session, and every Hub.Publish, asks it
+	// first. A limiter shared by the nodes (ratelimit.Redis) makes the
+	// limit hold across them; nil means a ratelimit.Memory of SendRate and
+	// SendBurst, which limits each node alone. When set, its Limit replaces
+	// SendRate and SendBurst (the refusal quotes them). If it is a
+	// prometheus.Collector, it is registered on Registerer. An error from
+	// it refuses the send with KindUnavailable.
+	SendLimiter ratelimit.Limiter
 	// MaxSessionsPerUser caps one user's concurrent streams on this node.
 	// Zero means 32.
 	MaxSessionsPerUser int
@@ -178,4 +190,26 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// setLimiter builds the default SendLimiter, or takes SendRate and
+// SendBurst from a given one, and registers its metrics; after
+// setDefaults.
+func (c *Config) setLimiter() error {
+	if c.SendLimiter == nil {
+		l, err := ratelimit.NewMemory(ratelimit.MemoryConfig{Limit: ratelimit.Limit{Rate: c.SendRate, Burst: c.SendBurst}})
+		if err != nil {
+			return fmt.Errorf("hub: send limit: %w", err)
+		}
+		c.SendLimiter = l
+	}
+	lim := c.SendLimiter.Limit()
+	c.SendRate, c.SendBurst = lim.Rate, lim.Burst
+	if col, ok := c.SendLimiter.(prometheus.Collector); ok && c.Registerer != nil {
+		// A limiter shared by two hubs on one registry is registered once.
+		if err := c.Registerer.Register(col); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("hub: register send limiter metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"example.com/chat/api"
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/pubsub"
@@ -62,6 +60,9 @@ func New(cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("hub: Broker and History are required")
 	}
 	cfg.setDefaults()
+	if err := cfg.setLimiter(); err != nil {
+		return nil, err
+	}
 	h := &Hub{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -311,12 +312,11 @@ func (h *Hub) truncatedFrame(room, epoch, why string) *Frame {
 	return NewFrame(&api.Message{Kind: api.Kind_KIND_TRUNCATED, Room: room, Epoch: epoch, Text: why})
 }
 
-// user is a user's state on this node: its session count and its send
-// rate limiter, shared by all its sessions and its REST sends. An entry
-// without sessions (REST only) is swept once its bucket is full again.
+// user is a user's state on this node: its session count. Its send limit
+// lives in Config.SendLimiter, keyed by name, so that REST sends need no
+// entry here and the limit can be shared by nodes.
 type user struct {
 	sessions int
-	limiter  *rate.Limiter
 }
 
 // addUser counts s against the node's and its user's session limits. A
@@ -331,7 +331,7 @@ func (h *Hub) addUser(s *Session, a *Admission) error {
 	}
 	u := h.users[s.user]
 	if u == nil {
-		u = &user{limiter: rate.NewLimiter(rate.Limit(h.cfg.SendRate), h.cfg.SendBurst)}
+		u = &user{}
 		h.users[s.user] = u
 	}
 	if u.sessions >= h.cfg.MaxSessionsPerUser {
@@ -339,7 +339,6 @@ func (h *Hub) addUser(s *Session, a *Admission) error {
 	}
 	u.sessions++
 	h.sessionN++
-	s.limiter = u.limiter
 	h.metrics.sessions.WithLabelValues(s.transport).Inc()
 	return nil
 }
@@ -354,30 +353,6 @@ func (h *Hub) removeUser(s *Session) {
 	}
 	h.sessionN--
 	h.metrics.sessions.WithLabelValues(s.transport).Dec()
-}
-
-// limiter returns user's send limiter, creating a session-less entry for a
-// user who only sends through REST.
-func (h *Hub) limiter(name string) *rate.Limiter {
-	h.usersMu.Lock()
-	defer h.usersMu.Unlock()
-	u := h.users[name]
-	if u == nil {
-		u = &user{limiter: rate.NewLimiter(rate.Limit(h.cfg.SendRate), h.cfg.SendBurst)}
-		h.users[name] = u
-	}
-	return u.limiter
-}
-
-// sweepUsers forgets session-less users whose bucket has refilled.
-func (h *Hub) sweepUsers() {
-	h.usersMu.Lock()
-	defer h.usersMu.Unlock()
-	for name, u := range h.users {
-		if u.sessions == 0 && u.limiter.Tokens() >= float64(h.cfg.SendBurst) {
-			delete(h.users, name)
-		}
-	}
 }
 
 // ActiveUsers returns the number of distinct users with a session on this
@@ -534,7 +509,6 @@ func (h *Hub) keepAlive() {
 			return
 		case <-t.C:
 		}
-		h.sweepUsers()
 		idle := time.Now().Add(-h.cfg.HeartbeatInterval).UnixNano()
 		for _, s := range h.sessions() {
 			if s.events && s.lastWrite.Load() < idle {

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/pubsub"
@@ -53,7 +54,7 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 	if kind == api.Kind_KIND_MESSAGE && in.GetText() == "" {
 		return errorf(KindInvalid, "text is empty")
 	}
-	if err := s.allow(); err != nil {
+	if err := s.allow(ctx); err != nil {
 		return err
 	}
 	m := &api.Message{
@@ -92,10 +93,13 @@ const abuseLimit = 100
 
 // allow applies the user's send rate limit. Typing events count too: they
 // cost the same fan-out.
-func (s *Session) allow() error {
-	r := s.limiter.Reserve()
-	if d := r.Delay(); d > 0 {
-		r.Cancel()
+func (s *Session) allow(ctx context.Context) error {
+	h := s.hub
+	d, err := h.cfg.SendLimiter.Allow(ctx, s.user, h.cfg.Now())
+	if err != nil {
+		return &Error{Kind: KindUnavailable, Msg: "message not sent: the rate limiter is unavailable; retry", Err: err}
+	}
+	if !d.Allowed {
 		s.mu.Lock()
 		s.rejected++
 		abusive := s.rejected >= abuseLimit
@@ -104,13 +108,19 @@ func (s *Session) allow() error {
 			s.Close(CloseAbuse)
 			return ErrClosed
 		}
-		return &Error{Kind: KindRateLimited, RetryAfterMs: d.Milliseconds() + 1,
-			Msg: fmt.Sprintf("rate limit: at most %g messages per second (burst %d); retry in %d ms", s.hub.cfg.SendRate, s.hub.cfg.SendBurst, d.Milliseconds()+1)}
+		return h.rateLimited(d.RetryAfter)
 	}
 	s.mu.Lock()
 	s.rejected = 0
 	s.mu.Unlock()
 	return nil
+}
+
+// rateLimited is the refusal of a send over the limit, retry from now.
+func (h *Hub) rateLimited(retry time.Duration) error {
+	ms := retry.Milliseconds() + 1
+	return &Error{Kind: KindRateLimited, RetryAfterMs: ms,
+		Msg: fmt.Sprintf("rate limit: at most %g messages per second (burst %d); retry in %d ms", h.cfg.SendRate, h.cfg.SendBurst, ms)}
 }
 
 // Publish sends m (already validated, with user, room and ts set) on behalf
@@ -134,11 +144,12 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 	if m.GetText() == "" {
 		return nil, errorf(KindInvalid, "text is empty")
 	}
-	if r := h.limiter(user).Reserve(); r.Delay() > 0 {
-		d := r.Delay()
-		r.Cancel()
-		return nil, &Error{Kind: KindRateLimited, RetryAfterMs: d.Milliseconds() + 1,
-			Msg: fmt.Sprintf("rate limit: at most %g messages per second (burst %d); retry in %d ms", h.cfg.SendRate, h.cfg.SendBurst, d.Milliseconds()+1)}
+	d, err := h.cfg.SendLimiter.Allow(ctx, user, h.cfg.Now())
+	if err != nil {
+		return nil, &Error{Kind: KindUnavailable, Msg: "message not sent: the rate limiter is unavailable; retry", Err: err}
+	}
+	if !d.Allowed {
+		return nil, h.rateLimited(d.RetryAfter)
 	}
 	out := &api.Message{User: user, Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
 	res, err := h.publish(ctx, "", out)

@@ -9,7 +9,6 @@ import (
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/history"
-	"golang.org/x/time/rate"
 )
 
 // Transport is a session's connection to its client, implemented by the
@@ -75,9 +74,8 @@ type Session struct {
 	t         Transport
 	size      func(*Frame) int // bytes a frame costs on t's wire
 	log       *slog.Logger
-	limiter   *rate.Limiter // the user's, shared by the user's sessions
-	rejected  int           // consecutive rate-limited sends; guarded by mu
-	lastWrite atomic.Int64  // unix nanoseconds of the last write
+	rejected  int          // consecutive rate-limited sends; guarded by mu
+	lastWrite atomic.Int64 // unix nanoseconds of the last write
 
 	ctx    context.Context // done when the session stops writing
 	cancel context.CancelFunc

@@ -2,11 +2,15 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+
+	"github.com/redis/go-redis/v9"
 
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
+	"example.com/chat/pkg/ratelimit"
 )
 
 // backends are the bus and the log a node runs on.
@@ -17,6 +21,14 @@ type backends struct {
 	presence presence.Store
 	ping     func(context.Context) error
 	close    func()
+	// limiter holds users to -send-rate/-send-burst; nil: the hub's
+	// per-node default. On Redis it is shared by every node, so that a
+	// user spreading its sends over nodes gets one budget.
+	limiter ratelimit.Limiter
+	// redis and prefix are the Redis (Cluster) client and key prefix, when
+	// there is one.
+	redis  redis.UniversalClient
+	prefix string
 }
 
 func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
@@ -33,5 +45,22 @@ func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends,
 			close:    func() { b.Close() },
 		}, nil
 	}
-	return openRedis(ctx, cfg, log)
+	be, err := openRedis(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	// One Lua round trip per send, on the Redis clock; while Redis is
+	// down, each node limits alone (see pkg/ratelimit).
+	l, err := ratelimit.NewRedis(ratelimit.RedisConfig{
+		Client: be.redis,
+		Prefix: be.prefix,
+		Limit:  ratelimit.Limit{Rate: cfg.SendRate, Burst: cfg.SendBurst},
+		Logger: log,
+	})
+	if err != nil {
+		be.close()
+		return nil, fmt.Errorf("node: -send-rate/-send-burst: %w", err)
+	}
+	be.limiter = l
+	return be, nil
 }

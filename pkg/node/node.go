@@ -77,6 +77,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		MaxQueueBytes:      cfg.MaxQueueBytes,
 		SendRate:           cfg.SendRate,
 		SendBurst:          cfg.SendBurst,
+		SendLimiter:        be.limiter,
 		MaxSessionsPerUser: cfg.MaxStreamsUser,
 		MaxSessions:        cfg.MaxStreams,
 		Logger:             log,

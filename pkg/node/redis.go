@@ -49,6 +49,7 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 		history:  history.NewRedis(history.RedisConfig{Client: client}),
 		presence: presence.NewRedis(client, ""),
 		ping:     func(ctx context.Context) error { return client.Ping(ctx).Err() },
+		redis:    client,
 		close: func() {
 			b.Close()
 			client.Close()
