@@ -27,6 +27,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // newServer runs the Chat service on a bufconn listener and returns a client.
 func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 	t.Helper()
+	c, _ := serve(t, mod)
+	return c
+}
+
+// serve is newServer with gRPC server options, that also returns the hub.
+func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (api.ChatClient, *hub.Hub) {
+	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 100})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
 	if mod != nil {
@@ -37,7 +44,7 @@ func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(rpc.Codec{}))
+	gs := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(rpc.Codec{}))...)
 	rpc.New(rpc.Config{Hub: h}).Register(gs)
 	go gs.Serve(lis)
 	cc, err := grpc.NewClient("passthrough:///bufnet",
@@ -53,7 +60,7 @@ func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 		h.Shutdown(ctx)
 		gs.Stop()
 	})
-	return api.NewChatClient(cc)
+	return api.NewChatClient(cc), h
 }
 
 type stream = grpc.BidiStreamingClient[api.Message, api.Message]

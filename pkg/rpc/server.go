@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -99,7 +100,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 					e := hub.AsError(err)
 					if events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
 						// Retryable: tell the client, keep the stream.
-						sess.SendError(&api.Error{Code: int32(Code(e)), Message: e.Msg, RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+						sess.SendError(&api.Error{Code: int32(Code(e)), Message: ClientText(e.Msg, MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
 					} else {
 						errc <- err
 						return
@@ -175,14 +176,14 @@ func (s *Server) Send(ctx context.Context, req *api.SendRequest) (*api.Message, 
 	in.Room = req.GetRoom()
 	if c, ok := auth.FromContext(ctx); ok {
 		if m.GetUser() != "" && m.GetUser() != c.User {
-			return nil, status.Errorf(codes.PermissionDenied, "user %q does not match the authenticated user", m.GetUser())
+			return nil, statusf(codes.PermissionDenied, "user %q does not match the authenticated user", m.GetUser())
 		}
 		room, err := hub.NormalizeRoom(in.Room)
 		if err != nil {
 			return nil, Status(err)
 		}
 		if !c.MayJoin(room) {
-			return nil, status.Errorf(codes.PermissionDenied, "this token may not post to room %q", room)
+			return nil, statusf(codes.PermissionDenied, "this token may not post to room %q", room)
 		}
 		in.User = c.User
 	}
@@ -225,7 +226,7 @@ func mayRead(ctx context.Context, room string) error {
 		return Status(err)
 	}
 	if !c.MayJoin(name) {
-		return status.Errorf(codes.PermissionDenied, "this token may not read room %q", name)
+		return statusf(codes.PermissionDenied, "this token may not read room %q", name)
 	}
 	return nil
 }
@@ -239,7 +240,13 @@ func Status(err error) error {
 		}
 		return status.Error(codes.Internal, "internal error")
 	}
-	return status.Error(Code(e), e.Msg)
+	return status.Error(Code(e), ClientText(e.Msg, MaxErrorText))
+}
+
+// statusf is status.Errorf with the message fit for a client (ClientText):
+// it may quote the client's input.
+func statusf(c codes.Code, format string, args ...any) error {
+	return status.Error(c, ClientText(fmt.Sprintf(format, args...), MaxErrorText))
 }
 
 // Code maps a hub error kind to a gRPC code.
