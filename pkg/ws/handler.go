@@ -227,7 +227,9 @@ func (k *conn) readMessage(ctx context.Context) (m *api.Message, bad error, ok b
 func DecodeFrame(data []byte) (*api.Message, error) {
 	m := new(api.Message)
 	if err := unmarshalOpts.Unmarshal(data, m); err != nil {
-		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", shorten(err.Error()))
+		// The decoder's error may quote the input: cut it (on a
+		// character boundary) and make it valid UTF-8.
+		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", rpc.ClientText(err.Error(), 200))
 	}
 	return m, nil
 }
@@ -271,7 +273,7 @@ func (k *conn) publish(ctx context.Context, m *api.Message) bool {
 	if e.Kind != hub.KindUnavailable {
 		k.h.log.Debug("message rejected", "user", k.sess.User(), "err", err)
 	}
-	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: e.Msg, RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: rpc.ClientText(e.Msg, rpc.MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
 	return true
 }
 
@@ -295,7 +297,12 @@ func (k *conn) fail(ctx context.Context, err error) {
 }
 
 func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retryMs int64) {
-	b, _ := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: msg, RetryAfterMs: retryMs}})
+	b, err := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: rpc.ClientText(msg, rpc.MaxErrorText), RetryAfterMs: retryMs}})
+	if err != nil {
+		// Cannot happen with a valid UTF-8 text; never send a broken frame.
+		k.h.log.Error("encode error frame", "err", err)
+		return
+	}
 	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
 	defer cancel()
 	_ = k.c.Write(wctx, websocket.MessageText, b)
@@ -390,19 +397,14 @@ func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
 // Code maps a hub error to its google.rpc code, as the gateway would.
 func Code(e *hub.Error) codes.Code { return rpc.Code(e) }
 
-func shorten(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "…"
-	}
-	return s
-}
+// maxCloseReason is the most bytes a close frame's reason may have
+// (RFC 6455 §5.5: a control frame's payload is at most 125 bytes, 2 of them
+// the code).
+const maxCloseReason = 123
 
-// truncateReason fits a close reason into the 123 bytes a close frame has.
-func truncateReason(s string) string {
-	if len(s) > 120 {
-		return s[:120]
-	}
-	return s
-}
+// truncateReason fits a close reason into a close frame: valid UTF-8 (a
+// browser fails a connection whose close reason is not) and at most 123
+// bytes, cut on a character boundary.
+func truncateReason(s string) string { return rpc.ClientText(s, maxCloseReason) }
 
 var _ hub.Transport = (*conn)(nil)
