@@ -28,7 +28,10 @@ type Config struct {
 	// websocket.AcceptOptions) allowed to connect; the page's own origin is
 	// always allowed.
 	OriginPatterns []string
-	// WriteTimeout bounds one batch of writes to a client. Zero means 10 s.
+	// WriteTimeout bounds one batch of writes to a client, and each error
+	// frame written before the join. Zero means the hub's WriteTimeout
+	// (-write-timeout), the one knob for every edge; set it only to
+	// override that for WebSocket clients.
 	WriteTimeout time.Duration
 	// PingInterval is how often an idle connection is pinged; a peer that
 	// does not answer within another interval is closed. Zero means 30 s.
@@ -53,7 +56,7 @@ func New(cfg Config) *Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
+		cfg.WriteTimeout = cfg.Hub.Config().WriteTimeout
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 30 * time.Second
@@ -87,6 +90,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		claims = c
 	}
+	// Admitted before upgrading: a full or draining node costs a refused
+	// client one HTTP answer, not a WebSocket it would hold.
+	adm, err := h.cfg.Hub.Admit()
+	if err != nil {
+		refuse(w, err)
+		return
+	}
 	cw := &corkWriter{ResponseWriter: w}
 	c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		OriginPatterns:  h.cfg.OriginPatterns,
@@ -96,6 +106,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Subprotocols: []string{auth.Subprotocol},
 	})
 	if err != nil {
+		adm.Release()
 		h.log.Debug("websocket upgrade refused", "err", err)
 		return
 	}
@@ -104,7 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// hijacked. The session has its own context.
 	conn := &conn{h: h, c: c, raw: cw.conn, claims: claims, closed: make(chan struct{})}
 	ctx := context.Background()
-	if stop, ok := conn.join(ctx); ok {
+	if stop, ok := conn.join(ctx, adm); ok {
 		// The rest of the connection's life is reading, on a goroutine
 		// of its own: this one's stack has grown through the request, the
 		// handshake and the join, and an idle connection would keep it.
@@ -124,11 +135,51 @@ type conn struct {
 	closed chan struct{}
 }
 
-// join reads the first message, joins the hub, and sends the first
-// message's text. When ok, serve must run next with stop; otherwise the
-// connection is closed.
-func (k *conn) join(ctx context.Context) (stop func() bool, ok bool) {
+// refuse answers an upgrade request the hub did not admit: 503 with a
+// Retry-After, for a full node (try another) or a draining one (reconnect,
+// the load balancer picks another).
+func refuse(w http.ResponseWriter, err error) {
+	retry := "5"
+	if e := hub.AsError(err); e != nil && e.Kind == hub.KindClosed {
+		retry = "1"
+	}
+	msg := "node unavailable"
+	if e := hub.AsError(err); e != nil {
+		msg = rpc.ClientText(e.Msg, rpc.MaxErrorText)
+	}
+	w.Header().Set("Retry-After", retry)
+	http.Error(w, msg, http.StatusServiceUnavailable)
+}
+
+// join reads the first message within the admission's deadline, joins the
+// hub, and sends the first message's text. When ok, serve must run next
+// with stop; otherwise the connection is closed. The admission is released
+// (or taken by the session) on every path.
+func (k *conn) join(ctx context.Context, adm *hub.Admission) (stop func() bool, ok bool) {
+	defer adm.Release()
+	// Reads do not use the admission's context: coder/websocket drops a
+	// connection whose read context ends, and the client would not learn
+	// why. At the deadline (or on drain) the connection is closed with a
+	// close frame instead, which ends the read.
+	closed := make(chan struct{})
+	stopDeadline := context.AfterFunc(adm.Context(), func() {
+		defer close(closed)
+		status, reason := websocket.StatusServiceRestart, "service restart: reconnect"
+		if adm.Context().Err() == context.DeadlineExceeded {
+			status = websocket.StatusPolicyViolation
+			reason = truncateReason("join timeout: send the first message within " + k.h.cfg.Hub.Config().JoinTimeout.String())
+		}
+		k.c.Close(status, reason)
+	})
 	first, ok := k.readFirst(ctx)
+	if !stopDeadline() {
+		// The deadline passed (or the node drains) as the first frame
+		// arrived: the close is under way; wait for it to end, so that
+		// nothing of this connection outlives its handler.
+		<-closed
+		k.c.CloseNow()
+		return nil, false
+	}
 	if !ok {
 		k.c.CloseNow()
 		return nil, false
@@ -143,6 +194,7 @@ func (k *conn) join(ctx context.Context) (stop func() bool, ok bool) {
 		NoHistory: j.GetNoHistory(),
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
+		Admission: adm,
 	}
 	if c := k.claims; c != nil {
 		o.User, o.ClaimedUser, o.Rooms, o.Expires = c.User, first.GetUser(), c.Rooms, c.Expires

@@ -26,6 +26,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newServer(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) string {
 	t.Helper()
+	url, _ := newNode(t, mod, wsMods...)
+	return url
+}
+
+// newNode is newServer that also returns the hub.
+func newNode(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) (string, *hub.Hub) {
+	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
 	if mod != nil {
@@ -46,7 +53,7 @@ func newServer(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) 
 		h.Shutdown(ctx)
 		srv.Close()
 	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), h
 }
 
 type client struct {
