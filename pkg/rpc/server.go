@@ -66,24 +66,35 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		// history and perhaps publishing the first message. Refuse it.
 		return status.Error(codes.Unauthenticated, auth.ErrExpired.Error())
 	}
+	// A stream that has not joined holds a node slot (a full node refuses
+	// it with ResourceExhausted, a draining one with Unavailable) until
+	// the join deadline.
+	adm, err := s.cfg.Hub.Admit()
+	if err != nil {
+		return Status(err)
+	}
+	defer adm.Release()
+	first, err := s.readFirst(stream, adm)
+	if err != nil || first == nil {
+		return err
+	}
 	// The join runs on a goroutine of its own and this one waits: its
 	// stack, which the stream keeps for its whole life, does not grow
 	// through the join (history replay, presence, ...).
 	type joined struct {
-		first *api.Message
-		sess  *hub.Session
-		err   error
+		sess *hub.Session
+		err  error
 	}
 	jc := make(chan joined, 1)
 	go func() {
-		first, sess, err := s.join(ctx, stream)
-		jc <- joined{first, sess, err}
+		sess, err := s.join(ctx, stream, first, adm)
+		jc <- joined{sess, err}
 	}()
 	jr := <-jc
-	if jr.err != nil || jr.sess == nil {
+	if jr.err != nil {
 		return jr.err
 	}
-	first, sess := jr.first, jr.sess
+	sess := jr.sess
 	events := first.GetJoin().GetEvents()
 
 	// The reader reports the first error that ends the stream: io.EOF,
@@ -307,16 +318,38 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Un
 // Name implements encoding.CodecV2.
 func (Codec) Name() string { return "proto" }
 
-// join reads the stream's first message and joins the hub. A stream the
-// client closed before joining returns no session and no error.
-func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.Message, api.Message]) (*api.Message, *hub.Session, error) {
-	first, err := stream.Recv()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil, nil
-		}
-		return nil, nil, err
+// readFirst waits for the stream's first message until the admission
+// ends: at the join deadline (DeadlineExceeded) or on drain (Unavailable).
+// A stream the client closed before joining returns no message and no
+// error. On a deadline the Recv is left behind: the handler's return ends
+// it.
+func (s *Server) readFirst(stream grpc.BidiStreamingServer[api.Message, api.Message], adm *hub.Admission) (*api.Message, error) {
+	type received struct {
+		m   *api.Message
+		err error
 	}
+	rc := make(chan received, 1)
+	go func() {
+		m, err := stream.Recv()
+		rc <- received{m, err}
+	}()
+	select {
+	case r := <-rc:
+		if errors.Is(r.err, io.EOF) {
+			return nil, nil
+		}
+		return r.m, r.err
+	case <-adm.Context().Done():
+		if adm.Context().Err() == context.DeadlineExceeded {
+			return nil, status.Errorf(codes.DeadlineExceeded, "join timeout: send the first message within %v", s.cfg.Hub.Config().JoinTimeout)
+		}
+		return nil, CloseStatus(hub.CloseShutdown)
+	}
+}
+
+// join joins the hub with the stream's first message; the session takes
+// the admission's slot over.
+func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.Message, api.Message], first *api.Message, adm *hub.Admission) (*hub.Session, error) {
 	j := first.GetJoin()
 	t := &transport{stream: stream}
 	o := hub.JoinOptions{
@@ -327,11 +360,12 @@ func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.M
 		NoHistory: j.GetNoHistory(),
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
+		Admission: adm,
 	}
 	identify(ctx, &o, first.GetUser())
 	sess, err := s.cfg.Hub.Join(ctx, t, o)
 	if err != nil {
-		return nil, nil, Status(err)
+		return nil, Status(err)
 	}
-	return first, sess, nil
+	return sess, nil
 }
