@@ -133,6 +133,21 @@ type conn struct {
 	// closed is closed once the session's writer has closed the
 	// connection (Close): only then may run drop it.
 	closed chan struct{}
+	// invalid counts the frames the client sent that were malformed or
+	// refused as invalid; only the reading goroutine uses it.
+	invalid int
+}
+
+// tooManyInvalid is the close reason of a connection that spent its
+// invalid-frame budget.
+const tooManyInvalid = "too many invalid frames"
+
+// spendInvalid counts one invalid frame and reports whether that exhausts
+// the connection's budget (hub.Config.MaxInvalidFrames): a client that
+// keeps sending garbage must not keep the node busy answering it.
+func (k *conn) spendInvalid() bool {
+	k.invalid++
+	return k.invalid >= k.h.cfg.Hub.Config().MaxInvalidFrames
 }
 
 // refuse answers an upgrade request the hub did not admit: 503 with a
@@ -246,6 +261,10 @@ func (k *conn) readFirst(ctx context.Context) (*api.Message, bool) {
 		m, bad, ok := k.readMessage(ctx)
 		if bad != nil {
 			k.writeError(ctx, codes.InvalidArgument, bad.Error(), 0)
+			if k.spendInvalid() {
+				k.c.Close(websocket.StatusPolicyViolation, tooManyInvalid)
+				return nil, false
+			}
 			continue
 		}
 		if m != nil || !ok {
@@ -303,6 +322,10 @@ func (k *conn) readLoop(ctx context.Context, sess *hub.Session) {
 			// join: the library itself writes only control frames from
 			// now on (see corkWriter).
 			sess.SendError(&api.Error{Code: int32(codes.InvalidArgument), Message: bad.Error()}, "")
+			if k.spendInvalid() {
+				sess.Close(hub.CloseInvalidInput)
+				return
+			}
 			continue
 		}
 		if !k.publish(sess.Context(), m) {
@@ -326,6 +349,13 @@ func (k *conn) publish(ctx context.Context, m *api.Message) bool {
 		k.h.log.Debug("message rejected", "user", k.sess.User(), "err", err)
 	}
 	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: rpc.ClientText(e.Msg, rpc.MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+	// Refused as invalid counts against the budget; a rate-limited send
+	// does not (the hub closes a client that ignores the limit, CloseAbuse),
+	// nor does a backend outage.
+	if (e.Kind == hub.KindInvalid || e.Kind == hub.KindTooLarge) && k.spendInvalid() {
+		k.sess.Close(hub.CloseInvalidInput)
+		return false
+	}
 	return true
 }
 
@@ -434,7 +464,7 @@ func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
 	case hub.CloseShutdown:
 		return websocket.StatusServiceRestart, "service restart: reconnect"
 	case hub.CloseInvalidInput:
-		return websocket.StatusPolicyViolation, "invalid input"
+		return websocket.StatusPolicyViolation, tooManyInvalid
 	case hub.CloseTooLarge:
 		return websocket.StatusMessageTooBig, "message too large"
 	case hub.CloseUnauthenticated:
