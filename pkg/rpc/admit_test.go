@@ -74,7 +74,8 @@ func TestJoinTimeout(t *testing.T) {
 func TestNeverJoinedStreamsAreCounted(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	c, h := serve(t, func(c *hub.Config) { c.MaxSessions = 1; c.Registerer = reg })
+	cc, h := serve(t, func(c *hub.Config) { c.MaxSessions = 1; c.Registerer = reg })
+	c := api.NewChatClient(cc)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	idle, err := c.Stream(ctx)

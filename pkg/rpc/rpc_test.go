@@ -27,12 +27,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // newServer runs the Chat service on a bufconn listener and returns a client.
 func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 	t.Helper()
-	c, _ := serve(t, mod)
-	return c
+	cc, _ := serve(t, mod)
+	return api.NewChatClient(cc)
 }
 
-// serve is newServer with gRPC server options, that also returns the hub.
-func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (api.ChatClient, *hub.Hub) {
+// serve is newServer with gRPC server options, that returns the client
+// connection and the hub.
+func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (*grpc.ClientConn, *hub.Hub) {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 100})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
@@ -60,7 +61,7 @@ func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (api.
 		h.Shutdown(ctx)
 		gs.Stop()
 	})
-	return api.NewChatClient(cc), h
+	return cc, h
 }
 
 type stream = grpc.BidiStreamingClient[api.Message, api.Message]

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"example.com/chat/api"
@@ -120,6 +121,10 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 			}
 			var err error
 			if m, err = stream.Recv(); err != nil {
+				errc <- err
+				return
+			}
+			if err := undecodable(m); err != nil {
 				errc <- err
 				return
 			}
@@ -312,8 +317,40 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec.Marshal(v)
 }
 
-// Unmarshal implements encoding.CodecV2.
-func (Codec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
+// Unmarshal implements encoding.CodecV2. Bytes that are not a chat.Message
+// do not fail: grpc-go would end the stream with Internal, a server fault,
+// before the handler could say InvalidArgument. The message is left empty
+// but marked (undecodable), and the handler refuses it.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := protoCodec.Unmarshal(data, v)
+	if m, ok := v.(*api.Message); ok && err != nil {
+		proto.Reset(m)
+		mark := protowire.AppendTag(nil, undecodableField, protowire.BytesType)
+		m.ProtoReflect().SetUnknown(protowire.AppendString(mark, err.Error()))
+		return nil
+	}
+	return err
+}
+
+// undecodableField is the unknown field in which Codec.Unmarshal marks a
+// message it could not decode, with the decoding error. A client sending it
+// itself only gets its own message refused.
+const undecodableField = protowire.MaxValidNumber
+
+// undecodable returns the client-facing error for a message Codec.Unmarshal
+// could not decode, or nil.
+func undecodable(m *api.Message) error {
+	u := m.ProtoReflect().GetUnknown()
+	num, typ, n := protowire.ConsumeTag(u)
+	if n < 0 || num != undecodableField || typ != protowire.BytesType {
+		return nil
+	}
+	why, k := protowire.ConsumeString(u[n:])
+	if k < 0 {
+		return nil
+	}
+	return &hub.Error{Kind: hub.KindInvalid, Msg: "message is not a valid chat.Message: " + why}
+}
 
 // Name implements encoding.CodecV2.
 func (Codec) Name() string { return "proto" }
@@ -338,7 +375,13 @@ func (s *Server) readFirst(stream grpc.BidiStreamingServer[api.Message, api.Mess
 		if errors.Is(r.err, io.EOF) {
 			return nil, nil
 		}
-		return r.m, r.err
+		if r.err != nil {
+			return nil, r.err
+		}
+		if err := undecodable(r.m); err != nil {
+			return nil, Status(err)
+		}
+		return r.m, nil
 	case <-adm.Context().Done():
 		if adm.Context().Err() == context.DeadlineExceeded {
 			return nil, status.Errorf(codes.DeadlineExceeded, "join timeout: send the first message within %v", s.cfg.Hub.Config().JoinTimeout)

@@ -28,7 +28,8 @@ func TestStatusTextsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := serve(t, nil, grpc.ChainStreamInterceptor(v.StreamInterceptor()), grpc.ChainUnaryInterceptor(v.UnaryInterceptor()))
+	cc, _ := serve(t, nil, grpc.ChainStreamInterceptor(v.StreamInterceptor()), grpc.ChainUnaryInterceptor(v.UnaryInterceptor()))
+	c := api.NewChatClient(cc)
 	tok, err := auth.Mint(secret, "alice", nil, time.Hour, "", "")
 	if err != nil {
 		t.Fatal(err)
