@@ -35,6 +35,12 @@ func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 // connection and the hub.
 func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (*grpc.ClientConn, *hub.Hub) {
 	t.Helper()
+	return serveWith(t, mod, opts, nil)
+}
+
+// serveWith is serve with the client connection's dial options too.
+func serveWith(t *testing.T, mod func(*hub.Config), opts []grpc.ServerOption, dialOpts []grpc.DialOption) (*grpc.ClientConn, *hub.Hub) {
+	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 100})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
 	if mod != nil {
@@ -48,9 +54,9 @@ func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (*grp
 	gs := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(rpc.Codec{}))...)
 	rpc.New(rpc.Config{Hub: h}).Register(gs)
 	go gs.Serve(lis)
-	cc, err := grpc.NewClient("passthrough:///bufnet",
+	cc, err := grpc.NewClient("passthrough:///bufnet", append(dialOpts,
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

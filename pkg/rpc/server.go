@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -86,9 +87,10 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		sess *hub.Session
 		err  error
 	}
+	t := newTransport(stream, s.cfg.Hub.Config().WriteTimeout)
 	jc := make(chan joined, 1)
 	go func() {
-		sess, err := s.join(ctx, stream, first, adm)
+		sess, err := s.join(ctx, t, first, adm)
 		jc <- joined{sess, err}
 	}()
 	jr := <-jc
@@ -131,16 +133,29 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		}
 	}()
 
+	// flushed waits for the session's writer to flush after a close; a
+	// batch stuck past the write deadline cuts it short.
+	flushed := func() (stuck bool) {
+		select {
+		case <-sess.Context().Done():
+			return false
+		case <-t.stuck:
+			sess.Close(hub.CloseWriteError)
+			return true
+		}
+	}
 	select {
 	case err := <-errc:
 		if e := hub.AsError(err); e != nil && e.Kind != hub.KindClosed {
 			sess.Close(hub.CloseReasonForError(err))
-			<-sess.Context().Done()
+			flushed()
 			return Status(err)
 		}
 		// The client closed its side (or went away): flush and end.
 		sess.Close(hub.CloseNormal)
-		<-sess.Context().Done()
+		if flushed() {
+			return CloseStatus(hub.CloseWriteError)
+		}
 		if sess.Reason() == hub.CloseNormal {
 			return nil
 		}
@@ -149,26 +164,69 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		// The hub ended the session (slow consumer, shutdown, ...).
 		// Returning releases a Send stuck on a client that stopped reading.
 		return CloseStatus(sess.Reason())
+	case <-t.stuck:
+		// A batch missed its write deadline: the client stopped reading.
+		// Returning is what releases the stuck Send (grpc-go#3586), and
+		// with it the writer, the session and the user's stream slot.
+		sess.Close(hub.CloseWriteError)
+		return CloseStatus(hub.CloseWriteError)
 	}
 }
 
+// ErrWriteTimeout is the writer's error for a batch that was not sent
+// within the hub's WriteTimeout.
+var ErrWriteTimeout = errors.New("rpc: write timeout: the client is not reading")
+
 // transport implements hub.Transport over a server stream.
+//
+// SendMsg has no deadline: to a client that stopped reading it blocks once
+// the HTTP/2 windows are full, until the stream ends. So every batch runs
+// against a timer; when it fires, stuck is closed, and the handler, which
+// waits on it, closes the session and returns, which ends the stream and
+// releases the Send.
 type transport struct {
-	stream grpc.ServerStream
+	stream  grpc.ServerStream
+	timeout time.Duration
+	timer   *time.Timer // the batch deadline; only the writer uses it
+	stuck   chan struct{}
+	once    sync.Once
 }
 
-// Write sends frames; the codec reuses each frame's shared encoding.
+func newTransport(stream grpc.ServerStream, timeout time.Duration) *transport {
+	return &transport{stream: stream, timeout: timeout, stuck: make(chan struct{})}
+}
+
+func (t *transport) expire() { t.once.Do(func() { close(t.stuck) }) }
+
+// Write sends frames within the write timeout; the codec reuses each
+// frame's shared encoding.
 func (t *transport) Write(ctx context.Context, frames []*hub.Frame) error {
+	if t.timer == nil {
+		t.timer = time.AfterFunc(t.timeout, t.expire)
+	} else {
+		t.timer.Reset(t.timeout)
+	}
 	for _, f := range frames {
 		if err := t.stream.SendMsg(f); err != nil {
-			return err
+			if !t.timer.Stop() {
+				err = ErrWriteTimeout
+			}
+			return fmt.Errorf("rpc: write: %w", err)
 		}
+	}
+	if !t.timer.Stop() {
+		// Sent, but late: the handler is already ending the stream.
+		return ErrWriteTimeout
 	}
 	return nil
 }
 
-// Close is a no-op: the handler returns the session's status.
-func (t *transport) Close(hub.CloseReason) {}
+// Close stops the batch timer; the handler returns the session's status.
+func (t *transport) Close(hub.CloseReason) {
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
 
 // History implements chat.Chat.
 func (s *Server) History(ctx context.Context, req *api.HistoryRequest) (*api.HistoryResponse, error) {
@@ -392,9 +450,8 @@ func (s *Server) readFirst(stream grpc.BidiStreamingServer[api.Message, api.Mess
 
 // join joins the hub with the stream's first message; the session takes
 // the admission's slot over.
-func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.Message, api.Message], first *api.Message, adm *hub.Admission) (*hub.Session, error) {
+func (s *Server) join(ctx context.Context, t *transport, first *api.Message, adm *hub.Admission) (*hub.Session, error) {
 	j := first.GetJoin()
-	t := &transport{stream: stream}
 	o := hub.JoinOptions{
 		Room:      first.GetRoom(),
 		Transport: "grpc",
