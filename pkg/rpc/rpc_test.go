@@ -33,13 +33,13 @@ func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 
 // serve is newServer with gRPC server options, that returns the client
 // connection and the hub.
-func serve(t *testing.T, mod func(*hub.Config), opts ...grpc.ServerOption) (*grpc.ClientConn, *hub.Hub) {
+func serve(t testing.TB, mod func(*hub.Config), opts ...grpc.ServerOption) (*grpc.ClientConn, *hub.Hub) {
 	t.Helper()
 	return serveWith(t, mod, opts, nil)
 }
 
 // serveWith is serve with the client connection's dial options too.
-func serveWith(t *testing.T, mod func(*hub.Config), opts []grpc.ServerOption, dialOpts []grpc.DialOption) (*grpc.ClientConn, *hub.Hub) {
+func serveWith(t testing.TB, mod func(*hub.Config), opts []grpc.ServerOption, dialOpts []grpc.DialOption) (*grpc.ClientConn, *hub.Hub) {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 100})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
@@ -72,7 +72,7 @@ func serveWith(t *testing.T, mod func(*hub.Config), opts []grpc.ServerOption, di
 
 type stream = grpc.BidiStreamingClient[api.Message, api.Message]
 
-func open(t *testing.T, c api.ChatClient, first *api.Message) stream {
+func open(t testing.TB, c api.ChatClient, first *api.Message) stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -95,7 +95,7 @@ func open(t *testing.T, c api.ChatClient, first *api.Message) stream {
 	return s
 }
 
-func recv(t *testing.T, s stream) *api.Message {
+func recv(t testing.TB, s stream) *api.Message {
 	t.Helper()
 	type res struct {
 		m   *api.Message
@@ -116,7 +116,7 @@ func recv(t *testing.T, s stream) *api.Message {
 }
 
 // recvErr waits for the stream to end and returns its status.
-func recvErr(t *testing.T, s stream) error {
+func recvErr(t testing.TB, s stream) error {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {

@@ -25,14 +25,14 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newServer(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) string {
+func newServer(t testing.TB, mod func(*hub.Config), wsMods ...func(*ws.Config)) string {
 	t.Helper()
 	url, _ := newNode(t, mod, wsMods...)
 	return url
 }
 
 // newNode is newServer that also returns the hub.
-func newNode(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) (string, *hub.Hub) {
+func newNode(t testing.TB, mod func(*hub.Config), wsMods ...func(*ws.Config)) (string, *hub.Hub) {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
@@ -58,11 +58,11 @@ func newNode(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) (s
 }
 
 type client struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 }
 
-func dial(t *testing.T, url string, first string) *client {
+func dial(t testing.TB, url string, first string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
