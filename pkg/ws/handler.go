@@ -85,7 +85,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The error names what is wrong (expired, bad signature, ...)
 			// and nothing secret.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+			http.Error(w, rpc.ClientText(err.Error(), rpc.MaxErrorText), http.StatusUnauthorized)
 			return
 		}
 		claims = c
