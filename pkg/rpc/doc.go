@@ -6,4 +6,19 @@
 // to end and returns its status (returning is the only thing that releases a
 // Send stuck on a client that stopped reading, grpc-go#3586); a reader doing
 // Recv; and the session's writer, the only caller of Send.
+//
+// What a stream may hold is bounded. It is admitted (hub.Hub.Admit) before
+// its first message, so it counts against the node's connection limit
+// (ResourceExhausted when full, Unavailable while draining); one whose first
+// message does not arrive within the hub's JoinTimeout ends with
+// DeadlineExceeded, and a drain ends it with Unavailable. Each batch the
+// writer sends must leave within the hub's WriteTimeout: past it, the
+// session closes (write_error) and the handler returns, which frees the
+// stream, the writer, the session and the user's slot. Invalid input ends
+// the stream at once with InvalidArgument (or ResourceExhausted for a text
+// over the limit), including bytes that are not a chat.Message (see Codec):
+// a gRPC client is a program, which has no use for the WebSocket edge's
+// budget of mistakes. Only retryable refusals (rate limit, backend outage)
+// keep the stream of a client that asked for events. Every status text is
+// valid UTF-8 and at most MaxErrorText bytes (ClientText).
 package rpc

@@ -27,6 +27,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // newServer runs the Chat service on a bufconn listener and returns a client.
 func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 	t.Helper()
+	cc, _ := serve(t, mod)
+	return api.NewChatClient(cc)
+}
+
+// serve is newServer with gRPC server options, that returns the client
+// connection and the hub.
+func serve(t testing.TB, mod func(*hub.Config), opts ...grpc.ServerOption) (*grpc.ClientConn, *hub.Hub) {
+	t.Helper()
+	return serveWith(t, mod, opts, nil)
+}
+
+// serveWith is serve with the client connection's dial options too.
+func serveWith(t testing.TB, mod func(*hub.Config), opts []grpc.ServerOption, dialOpts []grpc.DialOption) (*grpc.ClientConn, *hub.Hub) {
+	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{Size: 100})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
 	if mod != nil {
@@ -37,12 +51,12 @@ func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(rpc.Codec{}))
+	gs := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(rpc.Codec{}))...)
 	rpc.New(rpc.Config{Hub: h}).Register(gs)
 	go gs.Serve(lis)
-	cc, err := grpc.NewClient("passthrough:///bufnet",
+	cc, err := grpc.NewClient("passthrough:///bufnet", append(dialOpts,
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +67,12 @@ func newServer(t *testing.T, mod func(*hub.Config)) api.ChatClient {
 		h.Shutdown(ctx)
 		gs.Stop()
 	})
-	return api.NewChatClient(cc)
+	return cc, h
 }
 
 type stream = grpc.BidiStreamingClient[api.Message, api.Message]
 
-func open(t *testing.T, c api.ChatClient, first *api.Message) stream {
+func open(t testing.TB, c api.ChatClient, first *api.Message) stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -81,7 +95,7 @@ func open(t *testing.T, c api.ChatClient, first *api.Message) stream {
 	return s
 }
 
-func recv(t *testing.T, s stream) *api.Message {
+func recv(t testing.TB, s stream) *api.Message {
 	t.Helper()
 	type res struct {
 		m   *api.Message
@@ -102,7 +116,7 @@ func recv(t *testing.T, s stream) *api.Message {
 }
 
 // recvErr waits for the stream to end and returns its status.
-func recvErr(t *testing.T, s stream) error {
+func recvErr(t testing.TB, s stream) error {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {

@@ -3,8 +3,10 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"example.com/chat/api"
@@ -65,24 +68,36 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		// history and perhaps publishing the first message. Refuse it.
 		return status.Error(codes.Unauthenticated, auth.ErrExpired.Error())
 	}
+	// A stream that has not joined holds a node slot (a full node refuses
+	// it with ResourceExhausted, a draining one with Unavailable) until
+	// the join deadline.
+	adm, err := s.cfg.Hub.Admit()
+	if err != nil {
+		return Status(err)
+	}
+	defer adm.Release()
+	first, err := s.readFirst(stream, adm)
+	if err != nil || first == nil {
+		return err
+	}
 	// The join runs on a goroutine of its own and this one waits: its
 	// stack, which the stream keeps for its whole life, does not grow
 	// through the join (history replay, presence, ...).
 	type joined struct {
-		first *api.Message
-		sess  *hub.Session
-		err   error
+		sess *hub.Session
+		err  error
 	}
+	t := newTransport(stream, s.cfg.Hub.Config().WriteTimeout)
 	jc := make(chan joined, 1)
 	go func() {
-		first, sess, err := s.join(ctx, stream)
-		jc <- joined{first, sess, err}
+		sess, err := s.join(ctx, t, first, adm)
+		jc <- joined{sess, err}
 	}()
 	jr := <-jc
-	if jr.err != nil || jr.sess == nil {
+	if jr.err != nil {
 		return jr.err
 	}
-	first, sess := jr.first, jr.sess
+	sess := jr.sess
 	events := first.GetJoin().GetEvents()
 
 	// The reader reports the first error that ends the stream: io.EOF,
@@ -99,7 +114,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 					e := hub.AsError(err)
 					if events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
 						// Retryable: tell the client, keep the stream.
-						sess.SendError(&api.Error{Code: int32(Code(e)), Message: e.Msg, RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+						sess.SendError(&api.Error{Code: int32(Code(e)), Message: ClientText(e.Msg, MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
 					} else {
 						errc <- err
 						return
@@ -111,19 +126,36 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 				errc <- err
 				return
 			}
+			if err := undecodable(m); err != nil {
+				errc <- err
+				return
+			}
 		}
 	}()
 
+	// flushed waits for the session's writer to flush after a close; a
+	// batch stuck past the write deadline cuts it short.
+	flushed := func() (stuck bool) {
+		select {
+		case <-sess.Context().Done():
+			return false
+		case <-t.stuck:
+			sess.Close(hub.CloseWriteError)
+			return true
+		}
+	}
 	select {
 	case err := <-errc:
 		if e := hub.AsError(err); e != nil && e.Kind != hub.KindClosed {
 			sess.Close(hub.CloseReasonForError(err))
-			<-sess.Context().Done()
+			flushed()
 			return Status(err)
 		}
 		// The client closed its side (or went away): flush and end.
 		sess.Close(hub.CloseNormal)
-		<-sess.Context().Done()
+		if flushed() {
+			return CloseStatus(hub.CloseWriteError)
+		}
 		if sess.Reason() == hub.CloseNormal {
 			return nil
 		}
@@ -132,26 +164,69 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		// The hub ended the session (slow consumer, shutdown, ...).
 		// Returning releases a Send stuck on a client that stopped reading.
 		return CloseStatus(sess.Reason())
+	case <-t.stuck:
+		// A batch missed its write deadline: the client stopped reading.
+		// Returning is what releases the stuck Send (grpc-go#3586), and
+		// with it the writer, the session and the user's stream slot.
+		sess.Close(hub.CloseWriteError)
+		return CloseStatus(hub.CloseWriteError)
 	}
 }
 
+// ErrWriteTimeout is the writer's error for a batch that was not sent
+// within the hub's WriteTimeout.
+var ErrWriteTimeout = errors.New("rpc: write timeout: the client is not reading")
+
 // transport implements hub.Transport over a server stream.
+//
+// SendMsg has no deadline: to a client that stopped reading it blocks once
+// the HTTP/2 windows are full, until the stream ends. So every batch runs
+// against a timer; when it fires, stuck is closed, and the handler, which
+// waits on it, closes the session and returns, which ends the stream and
+// releases the Send.
 type transport struct {
-	stream grpc.ServerStream
+	stream  grpc.ServerStream
+	timeout time.Duration
+	timer   *time.Timer // the batch deadline; only the writer uses it
+	stuck   chan struct{}
+	once    sync.Once
 }
 
-// Write sends frames; the codec reuses each frame's shared encoding.
+func newTransport(stream grpc.ServerStream, timeout time.Duration) *transport {
+	return &transport{stream: stream, timeout: timeout, stuck: make(chan struct{})}
+}
+
+func (t *transport) expire() { t.once.Do(func() { close(t.stuck) }) }
+
+// Write sends frames within the write timeout; the codec reuses each
+// frame's shared encoding.
 func (t *transport) Write(ctx context.Context, frames []*hub.Frame) error {
+	if t.timer == nil {
+		t.timer = time.AfterFunc(t.timeout, t.expire)
+	} else {
+		t.timer.Reset(t.timeout)
+	}
 	for _, f := range frames {
 		if err := t.stream.SendMsg(f); err != nil {
-			return err
+			if !t.timer.Stop() {
+				err = ErrWriteTimeout
+			}
+			return fmt.Errorf("rpc: write: %w", err)
 		}
+	}
+	if !t.timer.Stop() {
+		// Sent, but late: the handler is already ending the stream.
+		return ErrWriteTimeout
 	}
 	return nil
 }
 
-// Close is a no-op: the handler returns the session's status.
-func (t *transport) Close(hub.CloseReason) {}
+// Close stops the batch timer; the handler returns the session's status.
+func (t *transport) Close(hub.CloseReason) {
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
 
 // History implements chat.Chat.
 func (s *Server) History(ctx context.Context, req *api.HistoryRequest) (*api.HistoryResponse, error) {
@@ -175,14 +250,14 @@ func (s *Server) Send(ctx context.Context, req *api.SendRequest) (*api.Message, 
 	in.Room = req.GetRoom()
 	if c, ok := auth.FromContext(ctx); ok {
 		if m.GetUser() != "" && m.GetUser() != c.User {
-			return nil, status.Errorf(codes.PermissionDenied, "user %q does not match the authenticated user", m.GetUser())
+			return nil, statusf(codes.PermissionDenied, "user %q does not match the authenticated user", m.GetUser())
 		}
 		room, err := hub.NormalizeRoom(in.Room)
 		if err != nil {
 			return nil, Status(err)
 		}
 		if !c.MayJoin(room) {
-			return nil, status.Errorf(codes.PermissionDenied, "this token may not post to room %q", room)
+			return nil, statusf(codes.PermissionDenied, "this token may not post to room %q", room)
 		}
 		in.User = c.User
 	}
@@ -225,7 +300,7 @@ func mayRead(ctx context.Context, room string) error {
 		return Status(err)
 	}
 	if !c.MayJoin(name) {
-		return status.Errorf(codes.PermissionDenied, "this token may not read room %q", name)
+		return statusf(codes.PermissionDenied, "this token may not read room %q", name)
 	}
 	return nil
 }
@@ -239,7 +314,13 @@ func Status(err error) error {
 		}
 		return status.Error(codes.Internal, "internal error")
 	}
-	return status.Error(Code(e), e.Msg)
+	return status.Error(Code(e), ClientText(e.Msg, MaxErrorText))
+}
+
+// statusf is status.Errorf with the message fit for a client (ClientText):
+// it may quote the client's input.
+func statusf(c codes.Code, format string, args ...any) error {
+	return status.Error(c, ClientText(fmt.Sprintf(format, args...), MaxErrorText))
 }
 
 // Code maps a hub error kind to a gRPC code.
@@ -294,24 +375,83 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec.Marshal(v)
 }
 
-// Unmarshal implements encoding.CodecV2.
-func (Codec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
+// Unmarshal implements encoding.CodecV2. Bytes that are not a chat.Message
+// do not fail: grpc-go would end the stream with Internal, a server fault,
+// before the handler could say InvalidArgument. The message is left empty
+// but marked (undecodable), and the handler refuses it.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := protoCodec.Unmarshal(data, v)
+	if m, ok := v.(*api.Message); ok && err != nil {
+		proto.Reset(m)
+		mark := protowire.AppendTag(nil, undecodableField, protowire.BytesType)
+		m.ProtoReflect().SetUnknown(protowire.AppendString(mark, err.Error()))
+		return nil
+	}
+	return err
+}
+
+// undecodableField is the unknown field in which Codec.Unmarshal marks a
+// message it could not decode, with the decoding error. A client sending it
+// itself only gets its own message refused.
+const undecodableField = protowire.MaxValidNumber
+
+// undecodable returns the client-facing error for a message Codec.Unmarshal
+// could not decode, or nil.
+func undecodable(m *api.Message) error {
+	u := m.ProtoReflect().GetUnknown()
+	num, typ, n := protowire.ConsumeTag(u)
+	if n < 0 || num != undecodableField || typ != protowire.BytesType {
+		return nil
+	}
+	why, k := protowire.ConsumeString(u[n:])
+	if k < 0 {
+		return nil
+	}
+	return &hub.Error{Kind: hub.KindInvalid, Msg: "message is not a valid chat.Message: " + why}
+}
 
 // Name implements encoding.CodecV2.
 func (Codec) Name() string { return "proto" }
 
-// join reads the stream's first message and joins the hub. A stream the
-// client closed before joining returns no session and no error.
-func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.Message, api.Message]) (*api.Message, *hub.Session, error) {
-	first, err := stream.Recv()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil, nil
-		}
-		return nil, nil, err
+// readFirst waits for the stream's first message until the admission
+// ends: at the join deadline (DeadlineExceeded) or on drain (Unavailable).
+// A stream the client closed before joining returns no message and no
+// error. On a deadline the Recv is left behind: the handler's return ends
+// it.
+func (s *Server) readFirst(stream grpc.BidiStreamingServer[api.Message, api.Message], adm *hub.Admission) (*api.Message, error) {
+	type received struct {
+		m   *api.Message
+		err error
 	}
+	rc := make(chan received, 1)
+	go func() {
+		m, err := stream.Recv()
+		rc <- received{m, err}
+	}()
+	select {
+	case r := <-rc:
+		if errors.Is(r.err, io.EOF) {
+			return nil, nil
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		if err := undecodable(r.m); err != nil {
+			return nil, Status(err)
+		}
+		return r.m, nil
+	case <-adm.Context().Done():
+		if adm.Context().Err() == context.DeadlineExceeded {
+			return nil, status.Errorf(codes.DeadlineExceeded, "join timeout: send the first message within %v", s.cfg.Hub.Config().JoinTimeout)
+		}
+		return nil, CloseStatus(hub.CloseShutdown)
+	}
+}
+
+// join joins the hub with the stream's first message; the session takes
+// the admission's slot over.
+func (s *Server) join(ctx context.Context, t *transport, first *api.Message, adm *hub.Admission) (*hub.Session, error) {
 	j := first.GetJoin()
-	t := &transport{stream: stream}
 	o := hub.JoinOptions{
 		Room:      first.GetRoom(),
 		Transport: "grpc",
@@ -320,11 +460,12 @@ func (s *Server) join(ctx context.Context, stream grpc.BidiStreamingServer[api.M
 		NoHistory: j.GetNoHistory(),
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
+		Admission: adm,
 	}
 	identify(ctx, &o, first.GetUser())
 	sess, err := s.cfg.Hub.Join(ctx, t, o)
 	if err != nil {
-		return nil, nil, Status(err)
+		return nil, Status(err)
 	}
-	return first, sess, nil
+	return sess, nil
 }

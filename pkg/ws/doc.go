@@ -3,7 +3,21 @@
 // chat.Message) into hub calls, and writes the hub's frames back.
 //
 // Every frame a client receives is one JSON object: a chat.Message, or an
-// error in the gateway's shape {"error":{"code":N,"message":"..."}}.
+// error in the gateway's shape {"error":{"code":N,"message":"..."}}. Every
+// text in it, and every close reason, is valid UTF-8, cut on a character
+// boundary (rpc.ClientText): error texts may quote the client's input.
+//
+// What a client may hold is bounded. A connection is admitted
+// (hub.Hub.Admit) before it is upgraded, so it counts against the node's
+// connection limit from the start; a full or draining node answers 503 with
+// a Retry-After instead. One that has not sent its first message within the
+// hub's JoinTimeout is closed (1008 "join timeout: ..."), and on drain
+// (1012). Malformed frames and messages refused as invalid are answered with
+// an error frame until the hub's MaxInvalidFrames, the last of which closes
+// the connection (1008 "too many invalid frames"); rate-limited sends have
+// their own limit in the hub. A frame over the read limit closes it at once
+// (1009), and each batch of writes must leave within the hub's WriteTimeout
+// (or Config.WriteTimeout).
 //
 // Writes are batched: when a client's queue holds several frames, they are
 // encoded as separate WebSocket messages but leave in one system call (see

@@ -28,7 +28,10 @@ type Config struct {
 	// websocket.AcceptOptions) allowed to connect; the page's own origin is
 	// always allowed.
 	OriginPatterns []string
-	// WriteTimeout bounds one batch of writes to a client. Zero means 10 s.
+	// WriteTimeout bounds one batch of writes to a client, and each error
+	// frame written before the join. Zero means the hub's WriteTimeout
+	// (-write-timeout), the one knob for every edge; set it only to
+	// override that for WebSocket clients.
 	WriteTimeout time.Duration
 	// PingInterval is how often an idle connection is pinged; a peer that
 	// does not answer within another interval is closed. Zero means 30 s.
@@ -53,7 +56,7 @@ func New(cfg Config) *Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
+		cfg.WriteTimeout = cfg.Hub.Config().WriteTimeout
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 30 * time.Second
@@ -82,10 +85,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The error names what is wrong (expired, bad signature, ...)
 			// and nothing secret.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+			http.Error(w, rpc.ClientText(err.Error(), rpc.MaxErrorText), http.StatusUnauthorized)
 			return
 		}
 		claims = c
+	}
+	// Admitted before upgrading: a full or draining node costs a refused
+	// client one HTTP answer, not a WebSocket it would hold.
+	adm, err := h.cfg.Hub.Admit()
+	if err != nil {
+		refuse(w, err)
+		return
 	}
 	cw := &corkWriter{ResponseWriter: w}
 	c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
@@ -96,6 +106,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Subprotocols: []string{auth.Subprotocol},
 	})
 	if err != nil {
+		adm.Release()
 		h.log.Debug("websocket upgrade refused", "err", err)
 		return
 	}
@@ -104,7 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// hijacked. The session has its own context.
 	conn := &conn{h: h, c: c, raw: cw.conn, claims: claims, closed: make(chan struct{})}
 	ctx := context.Background()
-	if stop, ok := conn.join(ctx); ok {
+	if stop, ok := conn.join(ctx, adm); ok {
 		// The rest of the connection's life is reading, on a goroutine
 		// of its own: this one's stack has grown through the request, the
 		// handshake and the join, and an idle connection would keep it.
@@ -122,13 +133,68 @@ type conn struct {
 	// closed is closed once the session's writer has closed the
 	// connection (Close): only then may run drop it.
 	closed chan struct{}
+	// invalid counts the frames the client sent that were malformed or
+	// refused as invalid; only the reading goroutine uses it.
+	invalid int
 }
 
-// join reads the first message, joins the hub, and sends the first
-// message's text. When ok, serve must run next with stop; otherwise the
-// connection is closed.
-func (k *conn) join(ctx context.Context) (stop func() bool, ok bool) {
+// tooManyInvalid is the close reason of a connection that spent its
+// invalid-frame budget.
+const tooManyInvalid = "too many invalid frames"
+
+// spendInvalid counts one invalid frame and reports whether that exhausts
+// the connection's budget (hub.Config.MaxInvalidFrames): a client that
+// keeps sending garbage must not keep the node busy answering it.
+func (k *conn) spendInvalid() bool {
+	k.invalid++
+	return k.invalid >= k.h.cfg.Hub.Config().MaxInvalidFrames
+}
+
+// refuse answers an upgrade request the hub did not admit: 503 with a
+// Retry-After, for a full node (try another) or a draining one (reconnect,
+// the load balancer picks another).
+func refuse(w http.ResponseWriter, err error) {
+	retry := "5"
+	if e := hub.AsError(err); e != nil && e.Kind == hub.KindClosed {
+		retry = "1"
+	}
+	msg := "node unavailable"
+	if e := hub.AsError(err); e != nil {
+		msg = rpc.ClientText(e.Msg, rpc.MaxErrorText)
+	}
+	w.Header().Set("Retry-After", retry)
+	http.Error(w, msg, http.StatusServiceUnavailable)
+}
+
+// join reads the first message within the admission's deadline, joins the
+// hub, and sends the first message's text. When ok, serve must run next
+// with stop; otherwise the connection is closed. The admission is released
+// (or taken by the session) on every path.
+func (k *conn) join(ctx context.Context, adm *hub.Admission) (stop func() bool, ok bool) {
+	defer adm.Release()
+	// Reads do not use the admission's context: coder/websocket drops a
+	// connection whose read context ends, and the client would not learn
+	// why. At the deadline (or on drain) the connection is closed with a
+	// close frame instead, which ends the read.
+	closed := make(chan struct{})
+	stopDeadline := context.AfterFunc(adm.Context(), func() {
+		defer close(closed)
+		status, reason := websocket.StatusServiceRestart, "service restart: reconnect"
+		if adm.Context().Err() == context.DeadlineExceeded {
+			status = websocket.StatusPolicyViolation
+			reason = truncateReason("join timeout: send the first message within " + k.h.cfg.Hub.Config().JoinTimeout.String())
+		}
+		k.c.Close(status, reason)
+	})
 	first, ok := k.readFirst(ctx)
+	if !stopDeadline() {
+		// The deadline passed (or the node drains) as the first frame
+		// arrived: the close is under way; wait for it to end, so that
+		// nothing of this connection outlives its handler.
+		<-closed
+		k.c.CloseNow()
+		return nil, false
+	}
 	if !ok {
 		k.c.CloseNow()
 		return nil, false
@@ -143,6 +209,7 @@ func (k *conn) join(ctx context.Context) (stop func() bool, ok bool) {
 		NoHistory: j.GetNoHistory(),
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
+		Admission: adm,
 	}
 	if c := k.claims; c != nil {
 		o.User, o.ClaimedUser, o.MayJoin, o.Expires = c.User, first.GetUser(), c.MayJoin, c.Expires
@@ -194,6 +261,10 @@ func (k *conn) readFirst(ctx context.Context) (*api.Message, bool) {
 		m, bad, ok := k.readMessage(ctx)
 		if bad != nil {
 			k.writeError(ctx, codes.InvalidArgument, bad.Error(), 0)
+			if k.spendInvalid() {
+				k.c.Close(websocket.StatusPolicyViolation, tooManyInvalid)
+				return nil, false
+			}
 			continue
 		}
 		if m != nil || !ok {
@@ -227,7 +298,9 @@ func (k *conn) readMessage(ctx context.Context) (m *api.Message, bad error, ok b
 func DecodeFrame(data []byte) (*api.Message, error) {
 	m := new(api.Message)
 	if err := unmarshalOpts.Unmarshal(data, m); err != nil {
-		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", shorten(err.Error()))
+		// The decoder's error may quote the input: cut it (on a
+		// character boundary) and make it valid UTF-8.
+		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", rpc.ClientText(err.Error(), 200))
 	}
 	return m, nil
 }
@@ -249,6 +322,10 @@ func (k *conn) readLoop(ctx context.Context, sess *hub.Session) {
 			// join: the library itself writes only control frames from
 			// now on (see corkWriter).
 			sess.SendError(&api.Error{Code: int32(codes.InvalidArgument), Message: bad.Error()}, "")
+			if k.spendInvalid() {
+				sess.Close(hub.CloseInvalidInput)
+				return
+			}
 			continue
 		}
 		if !k.publish(sess.Context(), m) {
@@ -271,7 +348,14 @@ func (k *conn) publish(ctx context.Context, m *api.Message) bool {
 	if e.Kind != hub.KindUnavailable {
 		k.h.log.Debug("message rejected", "user", k.sess.User(), "err", err)
 	}
-	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: e.Msg, RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: rpc.ClientText(e.Msg, rpc.MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+	// Refused as invalid counts against the budget; a rate-limited send
+	// does not (the hub closes a client that ignores the limit, CloseAbuse),
+	// nor does a backend outage.
+	if (e.Kind == hub.KindInvalid || e.Kind == hub.KindTooLarge) && k.spendInvalid() {
+		k.sess.Close(hub.CloseInvalidInput)
+		return false
+	}
 	return true
 }
 
@@ -295,7 +379,12 @@ func (k *conn) fail(ctx context.Context, err error) {
 }
 
 func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retryMs int64) {
-	b, _ := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: msg, RetryAfterMs: retryMs}})
+	b, err := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: rpc.ClientText(msg, rpc.MaxErrorText), RetryAfterMs: retryMs}})
+	if err != nil {
+		// Cannot happen with a valid UTF-8 text; never send a broken frame.
+		k.h.log.Error("encode error frame", "err", err)
+		return
+	}
 	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
 	defer cancel()
 	_ = k.c.Write(wctx, websocket.MessageText, b)
@@ -375,7 +464,7 @@ func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
 	case hub.CloseShutdown:
 		return websocket.StatusServiceRestart, "service restart: reconnect"
 	case hub.CloseInvalidInput:
-		return websocket.StatusPolicyViolation, "invalid input"
+		return websocket.StatusPolicyViolation, tooManyInvalid
 	case hub.CloseTooLarge:
 		return websocket.StatusMessageTooBig, "message too large"
 	case hub.CloseUnauthenticated:
@@ -390,19 +479,14 @@ func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
 // Code maps a hub error to its google.rpc code, as the gateway would.
 func Code(e *hub.Error) codes.Code { return rpc.Code(e) }
 
-func shorten(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "…"
-	}
-	return s
-}
+// maxCloseReason is the most bytes a close frame's reason may have
+// (RFC 6455 §5.5: a control frame's payload is at most 125 bytes, 2 of them
+// the code).
+const maxCloseReason = 123
 
-// truncateReason fits a close reason into the 123 bytes a close frame has.
-func truncateReason(s string) string {
-	if len(s) > 120 {
-		return s[:120]
-	}
-	return s
-}
+// truncateReason fits a close reason into a close frame: valid UTF-8 (a
+// browser fails a connection whose close reason is not) and at most 123
+// bytes, cut on a character boundary.
+func truncateReason(s string) string { return rpc.ClientText(s, maxCloseReason) }
 
 var _ hub.Transport = (*conn)(nil)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"example.com/chat/pkg/history"
@@ -24,7 +25,14 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newServer(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) string {
+func newServer(t testing.TB, mod func(*hub.Config), wsMods ...func(*ws.Config)) string {
+	t.Helper()
+	url, _ := newNode(t, mod, wsMods...)
+	return url
+}
+
+// newNode is newServer that also returns the hub.
+func newNode(t testing.TB, mod func(*hub.Config), wsMods ...func(*ws.Config)) (string, *hub.Hub) {
 	t.Helper()
 	log := history.NewMemory(history.MemoryConfig{})
 	cfg := hub.Config{Broker: pubsub.NewMemory(log), History: log, SendRate: 1e6}
@@ -46,15 +54,15 @@ func newServer(t *testing.T, mod func(*hub.Config), wsMods ...func(*ws.Config)) 
 		h.Shutdown(ctx)
 		srv.Close()
 	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), h
 }
 
 type client struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 }
 
-func dial(t *testing.T, url string, first string) *client {
+func dial(t testing.TB, url string, first string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -295,7 +303,10 @@ func jsonSeq(i int) string {
 
 func TestPingsCloseDeadPeers(t *testing.T) {
 	t.Parallel()
-	url := newServer(t, nil, func(c *ws.Config) { c.PingInterval = 50 * time.Millisecond })
+	// Long enough that the live peer's pong, on a loaded machine, comes
+	// back within an interval; the dead one is dropped within two.
+	reg := prometheus.NewRegistry()
+	url, _ := newNode(t, func(c *hub.Config) { c.Registerer = reg }, func(c *ws.Config) { c.PingInterval = 250 * time.Millisecond })
 	// A peer that keeps reading answers the pings and stays; one that
 	// stops reading (a dead peer) never sends its pong and is dropped.
 	live := dial(t, url, `{"user":"live","join":{"events":true}}`)
@@ -315,8 +326,9 @@ func TestPingsCloseDeadPeers(t *testing.T) {
 		}
 	}()
 	dead := dial(t, url, `{"user":"dead"}`)
-	time.Sleep(500 * time.Millisecond) // ten intervals without a pong
-
+	// Reading only once the server gave up on it: a read would answer
+	// the pings.
+	waitFor(t, "the dead peer to be dropped", func() bool { return gauge(t, reg, "chat_hub_disconnects_total") >= 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for {

@@ -1,0 +1,33 @@
+package rpc
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxErrorText is the most bytes of an error message the edges send a
+// client (in a status, an error frame or a close reason's source).
+const MaxErrorText = 512
+
+// ClientText returns s fit to send a client: valid UTF-8 (invalid bytes
+// become U+FFFD) and at most max bytes, cut on a character boundary, with
+// "…" marking the cut (counted in max). Every text that reaches a client
+// and may quote its input goes through it: a frame or close reason cut in
+// the middle of a character is invalid UTF-8, which protobuf refuses to
+// encode and browsers treat as a protocol error.
+func ClientText(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	const ellipsis = "…"
+	cut := max - len(ellipsis)
+	tail := ellipsis
+	if cut < 0 {
+		cut, tail = max, ""
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + tail
+}
