@@ -127,7 +127,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		// The name the client gave must be the token's, in any
 		// normalisation; a name that is not valid is not the token's.
 		if claimed, err := NormalizeUser(o.ClaimedUser); err != nil || claimed != o.User {
-			return nil, errorf(KindForbidden, "the user name given does not match the authenticated user")
+			return nil, errorf(KindForbidden, "user %q does not match the authenticated user", o.ClaimedUser)
 		}
 	}
 	roomName, err := NormalizeRoom(o.Room)

@@ -222,9 +222,15 @@ func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint
 	return out, epoch, truncated || cut, nil
 }
 
-// SendError queues an error event for this session (if it asked for events)
-// about the message with clientID. Seed clients cannot tell an error from a
-// message, so they get none; their edge ends the stream instead.
+// SendError queues an error event for this session about the message with
+// clientID, which is echoed only when it is a valid client id (an oversized
+// one is what the error may be about). The edge decides who gets one: the
+// WebSocket edge answers every client with an error frame (the seed's
+// snippet only logs it), the gRPC edge only streams that asked for events
+// and ends the others' streams instead.
 func (s *Session) SendError(e *api.Error, clientID string) {
+	if validateClientID(clientID) != nil {
+		clientID = ""
+	}
 	s.sendOwn(NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e}))
 }

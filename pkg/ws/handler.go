@@ -74,13 +74,9 @@ var unmarshalOpts = protojson.UnmarshalOptions{DiscardUnknown: true}
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var claims *auth.Claims
 	if h.cfg.Verifier != nil {
+		// The verifier refuses a token past its expiry, as for every
+		// other call (no leeway on exp).
 		c, err := h.cfg.Verifier.FromRequest(r)
-		if err == nil && !c.Expires.IsZero() && !time.Now().Before(c.Expires) {
-			// Past its expiry (though within the verifier's clock-skew
-			// leeway): the session would be closed at once, after the
-			// history replay and perhaps the first message. Refuse it.
-			err = auth.ErrExpired
-		}
 		if err != nil {
 			// The error names what is wrong (expired, bad signature, ...)
 			// and nothing secret.
@@ -390,6 +386,10 @@ func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retr
 	_ = k.c.Write(wctx, websocket.MessageText, b)
 }
 
+// FrameSize implements hub.Sizer: a frame costs its WebSocket encoding,
+// which the write would compute (once per frame, shared) anyway.
+func (k *conn) FrameSize(f *hub.Frame) int { return len(f.Wire(textFrame)) }
+
 // Write implements hub.Transport: the batch leaves in one system call.
 // ctx is not watched here: a session closed without flush closes the
 // connection (see run), which ends a blocked write.
@@ -489,4 +489,7 @@ const maxCloseReason = 123
 // bytes, cut on a character boundary.
 func truncateReason(s string) string { return rpc.ClientText(s, maxCloseReason) }
 
-var _ hub.Transport = (*conn)(nil)
+var (
+	_ hub.Transport = (*conn)(nil)
+	_ hub.Sizer     = (*conn)(nil)
+)
