@@ -467,4 +467,5 @@ func (s *Server) join(ctx context.Context, t *transport, first *api.Message, adm
 	}
 	return sess, nil
 }
+
 var _ hub.Sizer = (*transport)(nil)
