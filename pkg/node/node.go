@@ -79,6 +79,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		SendBurst:          cfg.SendBurst,
 		MaxSessionsPerUser: cfg.MaxStreamsUser,
 		MaxSessions:        cfg.MaxStreams,
+		JoinTimeout:        cfg.JoinTimeout,
+		MaxInvalidFrames:   cfg.MaxInvalidFrames,
+		WriteTimeout:       cfg.WriteTimeout,
+		FlushTimeout:       cfg.FlushTimeout,
+		MaxReplayBytes:     cfg.MaxReplayBytes,
 		Logger:             log,
 		Registerer:         reg,
 	})
