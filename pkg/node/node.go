@@ -16,7 +16,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -35,6 +34,9 @@ import (
 type Addrs struct {
 	GRPC string
 	HTTP string
+	// Metrics is the -metrics-addr listener's address; empty when /metrics
+	// is served on HTTP.
+	Metrics string
 }
 
 // Run runs a node until ctx is cancelled, then drains it. args are the
@@ -90,18 +92,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "chat_cluster_active_users",
-		Help: "Distinct users connected anywhere in the cluster, from presence (every node reports the same figure; use max()).",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		n, err := be.presence.ActiveUsers(ctx)
-		if err != nil {
-			return -1
-		}
-		return float64(n)
-	}))
+	reg.MustRegister(activeUsersGauge(be.presence.ActiveUsers))
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -171,12 +162,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return be.ping(pctx)
 	}
 
-	mux := runtime.NewServeMux()
+	guard := &restGuard{verifier: v, readTimeout: cfg.HTTPReadTimeout, writeTimeout: cfg.HTTPWriteTimeout, maxBody: cfg.MaxBodyBytes}
+	mux := runtime.NewServeMux(runtime.WithErrorHandler(guard.errorHandler))
+	guard.gw, guard.next = mux, mux
 	if err := api.RegisterChatHandlerClient(ctx, mux, api.NewChatClient(cc)); err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
 	wsh := ws.New(ws.Config{Hub: h, Logger: log, OriginPatterns: cfg.AllowedOrigins, Verifier: v, PingInterval: cfg.WSPingInterval})
-	must(mux.HandlePath(http.MethodGet, "/v1/chat/stream", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+	must(mux.HandlePath(http.MethodGet, streamPath, func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		wsh.ServeHTTP(w, r)
 	}))
 	must(mux.HandlePath(http.MethodGet, "/healthz", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
@@ -189,15 +182,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		io.WriteString(w, "ready\n")
 	}))
-	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	must(mux.HandlePath(http.MethodGet, "/metrics", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
-		metricsHandler.ServeHTTP(w, r)
-	}))
+	metrics := metricsHandler(reg, cfg.MetricsToken)
+	if cfg.MetricsAddr == "" {
+		must(mux.HandlePath(http.MethodGet, "/metrics", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			metrics.ServeHTTP(w, r)
+		}))
+	}
 	page := web.Handler()
 	must(mux.HandlePath(http.MethodGet, "/", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		page.ServeHTTP(w, r)
 	}))
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// No ReadTimeout or WriteTimeout here: they would also cut every
+	// WebSocket; restGuard sets them per REST request instead.
+	hsrv := withTimeouts(&http.Server{Handler: guard, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, cfg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -256,9 +253,33 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		})
 	}
-	log.Info("node started", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "backend", be.name)
+	addrs := Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String()}
+	if cfg.MetricsAddr != "" {
+		// Only /metrics, with every timeout of a plain server: nothing
+		// on it lives longer than a scrape.
+		ml, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("node: listen metrics: %w", err)
+		}
+		addrs.Metrics = ml.Addr().String()
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", metrics)
+		msrv := withTimeouts(&http.Server{Handler: mm, ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, cfg)
+		g.Go(func() error {
+			<-gctx.Done()
+			return msrv.Close()
+		})
+		g.Go(func() error {
+			if err := msrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("node: metrics serve: %w", err)
+			}
+			return nil
+		})
+	}
+	log.Info("node started", "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics, "backend", be.name)
 	if ready != nil {
-		ready(Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String()})
+		ready(addrs)
 	}
 
 	<-gctx.Done()
