@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -128,6 +129,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	gs := grpc.NewServer(append(sopts,
 		grpc.ForceServerCodecV2(rpc.Codec{}),
 		grpc.SharedWriteBuffer(true),
+		// Bounds on what one connection may make the server hold before
+		// any handler (or token check) runs: 5000 never-joined streams on
+		// one connection, or 16 MiB of metadata, were accepted before.
+		grpc.MaxConcurrentStreams(uint32(cfg.GRPCMaxStreamsPerConn)),
+		grpc.MaxHeaderListSize(uint32(cfg.GRPCMaxHeaderBytes)),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Ping an idle client after 30 s and drop it if no answer in 10 s:
 			// that is how a dead mobile peer is found.
@@ -146,7 +153,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	gm.InitializeMetrics(gs)
 
 	// The gateway talks to this node's own gRPC listener.
-	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), gwCreds)
+	// Its answers (a history read) are bounded by -max-replay-bytes, which
+	// may exceed the client's default 4 MiB. Note that the gateway's one
+	// connection also carries at most -grpc-max-streams-per-conn REST
+	// calls at a time; more wait for a free stream.
+	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), gwCreds,
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(4<<20, 2*cfg.MaxReplayBytes+1<<20))))
 	if err != nil {
 		return fmt.Errorf("node: gateway client: %w", err)
 	}
@@ -307,6 +319,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	err = g.Wait()
 	log.Info("node stopped")
 	return err
+}
+
+// maxRecvMsgSize is the largest gRPC message the server decodes: the
+// largest text plus room for every other field (names, ids, the join), and
+// at least the REST body limit, so that whatever the gateway accepts it
+// can forward. Larger messages are refused by the transport
+// (ResourceExhausted) instead of the default 4 MiB being decoded first.
+func maxRecvMsgSize(cfg Config) int {
+	return max(cfg.MaxTextBytes+64<<10, int(min(cfg.MaxBodyBytes, math.MaxInt32)))
 }
 
 // dialAddr turns a listener address into one the gateway can dial: an
