@@ -109,6 +109,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	rateLimitListeners(cfg, v == nil, reg, map[string]*net.Listener{"grpc": &grpcLn, "http": &httpLn})
 	sopts, err := grpcServerCreds(cfg)
 	if err != nil {
 		return err
