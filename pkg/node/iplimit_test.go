@@ -79,4 +79,3 @@ func TestConnRatePerIP(t *testing.T) {
 		}
 	})
 }
-
