@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/redis/go-redis/v9"
+
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
@@ -17,6 +19,11 @@ type backends struct {
 	presence presence.Store
 	ping     func(context.Context) error
 	close    func()
+
+	// redis and prefix are the Redis client and key prefix of a Redis
+	// backend (for the node id claim); redis is nil for memory.
+	redis  redis.UniversalClient
+	prefix string
 }
 
 func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {

@@ -62,6 +62,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer be.close()
+	var claim *nodeClaim
+	if cfg.NodeID != "" && be.redis != nil {
+		claim = newNodeClaim(be.redis, be.prefix, cfg.NodeID, log)
+		actx, cancel := context.WithTimeout(ctx, nodeClaimTTL+5*time.Second)
+		err := claim.acquire(actx)
+		cancel()
+		if errors.Is(err, errNodeIDInUse) || ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		if err != nil {
+			log.Warn("cannot claim the node id yet; retrying in the background", "err", err)
+		}
+		defer claim.release() // after the drain: deferred after be.close, run before it
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -226,6 +240,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		return nil
 	})
+	if claim != nil {
+		g.Go(func() error { return claim.keep(gctx) })
+	}
 	// Health follows readiness: Redis down or draining means NOT_SERVING.
 	g.Go(func() error {
 		t := time.NewTicker(time.Second)

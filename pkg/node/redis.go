@@ -49,6 +49,8 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 		history:  history.NewRedis(history.RedisConfig{Client: client}),
 		presence: presence.NewRedis(client, ""),
 		ping:     func(ctx context.Context) error { return client.Ping(ctx).Err() },
+		redis:    client,
+		prefix:   history.DefaultPrefix,
 		close: func() {
 			b.Close()
 			client.Close()

@@ -139,6 +139,8 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 		history:  history.NewRedis(history.RedisConfig{Client: client, Prefix: u.Prefix}),
 		presence: presence.NewRedis(client, u.Prefix),
 		ping:     ping,
+		redis:    client,
+		prefix:   history.NewKeys(u.Prefix).Prefix(),
 		close: func() {
 			b.Close()
 			client.Close()
