@@ -13,6 +13,7 @@ import (
 var (
 	ErrNodeIDInUse = errNodeIDInUse
 	NodeClaimTTL   = nodeClaimTTL
+	ActiveUsersTTL = activeUsersTTL
 )
 
 type NodeClaim = nodeClaim
