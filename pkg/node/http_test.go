@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -201,5 +202,44 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 		if m.GetError() != nil {
 			t.Fatalf("got %s", raw)
 		}
+	}
+}
+
+// TestRESTWriteDeadline: a REST answer the client does not read is cut
+// at -http-write-timeout instead of holding the connection and its
+// buffers.
+func TestRESTWriteDeadline(t *testing.T) {
+	t.Parallel()
+	a := start(t, "-http-write-timeout", "300ms", "-send-rate", "100000", "-history-size", "400", "-max-replay-bytes", "16777216")
+	text := strings.Repeat("x", 15000)
+	for i := range 400 {
+		if code, body := rest(t, http.DefaultClient, http.MethodPost, "http://"+a.HTTP+"/v1/rooms/big/messages", "", `{"user":"u","text":"`+text+`"}`); code != http.StatusOK {
+			t.Fatalf("post %d: %d %q", i, code, body)
+		}
+	}
+	// A small receive window: the answer (about 6 MB) cannot sit in
+	// the socket buffers.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", a.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /v1/rooms/big/messages HTTP/1.1\r\nHost: x\r\n\r\n")
+	// What is tested is that time passes without reading.
+	time.Sleep(time.Second)
+	c.SetReadDeadline(time.Now().Add(testTimeout))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return // cut before the headers even left
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil {
+		t.Fatalf("the whole answer (%d bytes) arrived after the write timeout", n)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the answer neither finished nor was cut")
 	}
 }
