@@ -49,9 +49,13 @@ func (g *restGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	now := time.Now()
 	// Errors mean the writer cannot take deadlines (a test recorder):
-	// nothing to bound then.
-	_ = rc.SetReadDeadline(now.Add(g.readTimeout))
-	_ = rc.SetWriteDeadline(now.Add(g.writeTimeout))
+	// nothing to bound then. Zero timeouts mean none.
+	if g.readTimeout > 0 {
+		_ = rc.SetReadDeadline(now.Add(g.readTimeout))
+	}
+	if g.writeTimeout > 0 {
+		_ = rc.SetWriteDeadline(now.Add(g.writeTimeout))
+	}
 
 	hasBody := r.Body != nil && r.Body != http.NoBody
 	if g.verifier != nil && strings.HasPrefix(r.URL.Path, "/v1/") {
