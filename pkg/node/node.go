@@ -118,6 +118,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		grpcLn.Close()
 		return fmt.Errorf("node: listen http: %w", err)
 	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			grpcLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("node: listen metrics: %w", err)
+		}
+	}
 
 	v, err := verifier(cfg, log)
 	if err != nil {
@@ -284,13 +292,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		})
 	}
 	addrs := Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String()}
-	if cfg.MetricsAddr != "" {
+	if metricsLn != nil {
 		// Only /metrics, with every timeout of a plain server: nothing
 		// on it lives longer than a scrape.
-		ml, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("node: listen metrics: %w", err)
-		}
+		ml := metricsLn
 		addrs.Metrics = ml.Addr().String()
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", metrics)
