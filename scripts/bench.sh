@@ -23,7 +23,7 @@ start_nodes() { # n [redis]
   wsaddrs="" grpcaddrs=""
   for i in $(seq 1 "$n"); do
     local hp=$((18080 + i)) gp=$((15050 + i))
-    args=(-grpc-addr 127.0.0.1:$gp -http-addr 127.0.0.1:$hp -send-rate 100000 -log-level warn)
+    args=(-grpc-addr 127.0.0.1:$gp -http-addr 127.0.0.1:$hp -send-rate 100000 -conn-rate-per-ip 0 -log-level warn)
     [ -n "$redis" ] && args+=(-redis-url "redis://$redis/0")
     "$bin/node" "${args[@]}" >"$bin/node$i.log" 2>&1 &
     nodes+=($!)

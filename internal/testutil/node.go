@@ -12,13 +12,13 @@ import (
 
 // StartNode runs a node in-process through node.Run, the function cmd/node
 // runs, on loopback ports: args follow the defaults "-grpc-addr 127.0.0.1:0
-// -http-addr 127.0.0.1:0 -send-rate 100000 -log-level warn" and win over
-// them. The node drains and stops at cleanup; an error from Run fails the
+// -http-addr 127.0.0.1:0 -send-rate 100000 -conn-rate-per-ip 0 -log-level
+// warn" and win over them (tests open many loopback connections at once). The node drains and stops at cleanup; an error from Run fails the
 // test, and the node's log is shown when the test failed.
 func StartNode(tb testing.TB, args ...string) node.Addrs {
 	tb.Helper()
 	args = append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
-		"-send-rate", "100000", "-log-level", "warn"}, args...)
+		"-send-rate", "100000", "-conn-rate-per-ip", "0", "-log-level", "warn"}, args...)
 	logs := new(SyncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan node.Addrs, 1)

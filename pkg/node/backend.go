@@ -25,8 +25,10 @@ type backends struct {
 	// per-node default. On Redis it is shared by every node, so that a
 	// user spreading its sends over nodes gets one budget.
 	limiter ratelimit.Limiter
-	// redis and prefix are the Redis (Cluster) client and key prefix, when
-	// there is one.
+
+	// redis and prefix are the Redis (Cluster) client and key prefix of a
+	// Redis backend (the send limiter, the node id claim); redis is nil for
+	// memory.
 	redis  redis.UniversalClient
 	prefix string
 }
@@ -34,7 +36,7 @@ type backends struct {
 func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
 	if cfg.RedisURL == "" {
 		log.Info("no -redis-url: running on the embedded in-memory backend (single node)")
-		mem := history.NewMemory(history.MemoryConfig{Size: cfg.HistorySize})
+		mem := history.NewMemory(history.MemoryConfig{Size: cfg.HistorySize, TTL: cfg.HistoryTTL})
 		b := pubsub.NewMemory(mem)
 		return &backends{
 			name:     "memory",
@@ -42,7 +44,7 @@ func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends,
 			history:  mem,
 			presence: presence.NewMemory(nil),
 			ping:     func(context.Context) error { return nil },
-			close:    func() { b.Close() },
+			close:    func() { b.Close(); mem.Close() },
 		}, nil
 	}
 	be, err := openRedis(ctx, cfg, log)

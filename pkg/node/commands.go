@@ -25,14 +25,21 @@ import (
 //	healthcheck  exit 0 if a node's /readyz answers 200 (for container HEALTHCHECKs)
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
+		var err error
 		switch args[0] {
 		case "token":
-			return tokenCmd(args[1:], getenv, stdout, stderr)
+			err = tokenCmd(args[1:], getenv, stdout, stderr)
 		case "certs":
-			return certsCmd(args[1:], stdout, stderr)
+			err = certsCmd(args[1:], stdout, stderr)
 		case "healthcheck":
-			return healthcheckCmd(ctx, args[1:], getenv, stderr)
+			err = healthcheckCmd(ctx, args[1:], getenv, stderr)
+		default:
+			return Run(ctx, args, getenv, stdout, nil)
 		}
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h printed the usage: a success, as for the node
+		}
+		return err
 	}
 	return Run(ctx, args, getenv, stdout, nil)
 }
@@ -42,12 +49,22 @@ func tokenCmd(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	user := fs.String("user", "", "the token's subject: the user name (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	secret := fs.String("secret", getenv("CHAT_JWT_SECRET"), "HS256 secret, as the node's -jwt-secret (env CHAT_JWT_SECRET)")
+	// The environment is read after parsing, never as a flag default:
+	// -h prints the defaults, and the secret must not appear there.
+	secret := fs.String("secret", "", "HS256 secret, as the node's -jwt-secret (default: env CHAT_JWT_SECRET)")
 	rooms := fs.String("rooms", "", "comma-separated rooms the token may join (empty: any)")
-	issuer := fs.String("issuer", getenv("CHAT_JWT_ISSUER"), "issuer (iss)")
-	audience := fs.String("audience", getenv("CHAT_JWT_AUDIENCE"), "audience (aud)")
+	issuer := fs.String("issuer", "", "issuer (iss) (default: env CHAT_JWT_ISSUER)")
+	audience := fs.String("audience", "", "audience (aud) (default: env CHAT_JWT_AUDIENCE)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for _, f := range []struct {
+		v   *string
+		env string
+	}{{secret, "CHAT_JWT_SECRET"}, {issuer, "CHAT_JWT_ISSUER"}, {audience, "CHAT_JWT_AUDIENCE"}} {
+		if *f.v == "" {
+			*f.v = getenv(f.env)
+		}
 	}
 	if *user == "" || *secret == "" {
 		return errors.New("token: -user and -secret (or CHAT_JWT_SECRET) are required")

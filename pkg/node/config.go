@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 )
@@ -37,6 +38,26 @@ type Config struct {
 	MaxStreamsUser  int
 	MaxStreams      int
 
+	// Bounds on what one connection may hold (see the flags' usage).
+	JoinTimeout           time.Duration
+	MaxInvalidFrames      int
+	WriteTimeout          time.Duration
+	FlushTimeout          time.Duration
+	MaxReplayBytes        int
+	HTTPReadHeaderTimeout time.Duration
+	HTTPReadTimeout       time.Duration
+	HTTPWriteTimeout      time.Duration
+	HTTPIdleTimeout       time.Duration
+	MaxHeaderBytes        int
+	MaxBodyBytes          int64
+	GRPCMaxStreamsPerConn int
+	GRPCMaxHeaderBytes    int
+	ConnRatePerIP         float64
+	ConnBurstPerIP        int
+
+	MetricsToken string
+	MetricsAddr  string
+
 	JWTSecret    string
 	JWTPublicKey string
 	JWTJWKS      string
@@ -68,40 +89,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		})
 	}
 	var origins, level string
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics)")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://host:port/db, or a Redis Cluster as redis-cluster://host1:port1,host2:port2,... (sharded pub/sub); empty runs on the embedded in-memory default")
-	fs.IntVar(&c.HistorySize, "history-size", 100, "messages kept per room and replayed on join (last N)")
-	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long an idle room's history is kept in Redis")
-	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 16<<10, "largest message text accepted, in bytes")
-	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 1<<20, "bytes queued for one client before it is disconnected as a slow consumer")
-	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in logs (empty: random)")
-	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful drain may take before connections are cut")
-	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "after SIGTERM, how long to stay up not-ready before closing clients (lets a load balancer notice)")
-	fs.DurationVar(&c.WSPingInterval, "ws-ping-interval", 30*time.Second, "WebSocket ping interval: keeps idle connections open through proxies and finds dead peers")
-	fs.DurationVar(&c.GRPCKeepalive, "grpc-keepalive", 30*time.Second, "gRPC keepalive ping interval for idle connections (dead peers are dropped after another 10 s)")
-	fs.DurationVar(&c.Heartbeat, "heartbeat", 25*time.Second, "silence after which a stream that asked for events gets a KIND_HEARTBEAT (keep under load balancer idle timeouts)")
-	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one user may send (token bucket rate)")
-	fs.IntVar(&c.SendBurst, "send-burst", 0, "messages one user may send at once above the rate (0: twice the rate)")
-	fs.IntVar(&c.MaxStreamsUser, "max-streams-per-user", 32, "concurrent streams one user may open on a node")
-	fs.IntVar(&c.MaxStreams, "max-streams", 100000, "concurrent streams a node accepts")
-	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (32+ bytes): require JWTs signed with it; empty with no other key = open development mode")
-	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA for RS256, P-256 for ES256): require JWTs signed by it")
-	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS file: require JWTs signed by one of its keys (RS256/ES256, by kid)")
-	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required JWT issuer (iss), if set")
-	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required JWT audience (aud), if set")
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve gRPC over TLS (with -tls-key)")
-	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of -tls-cert")
-	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM CA the gateway verifies the gRPC server with (default: system roots)")
-	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve HTTPS/WSS on -http-addr (with -http-tls-key)")
-	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
-	fs.DurationVar(&c.DrainSpread, "drain-spread", 2*time.Second, "after the drain delay, clients are told to reconnect elsewhere in batches spread over this long")
-	fs.DurationVar(&c.WriteDelay, "write-delay", 50*time.Millisecond, "under sustained traffic, the shortest time between two writes to one client (frames in between leave together); 0 writes each at once")
-	fs.DurationVar(&c.PresenceTTL, "presence-ttl", 30*time.Second, "how long a node's presence records outlive its last heartbeat: the bound on how long a crashed node's users stay listed")
-	fs.DurationVar(&c.LeaveGrace, "leave-grace", 5*time.Second, "how long a user may be gone before the room hears it left (no leave/join flicker on a quick reconnect)")
-	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
+	defineFlags(fs, &c, &origins, &level)
 
 	// Environment first, so that explicit flags override it.
 	var envErr error
@@ -135,8 +123,80 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	if c.HistorySize <= 0 {
 		return c, fmt.Errorf("node: -history-size must be positive")
 	}
+	for _, p := range []struct {
+		name string
+		v    int64
+	}{
+		{"max-header-bytes", int64(c.MaxHeaderBytes)},
+		{"max-body-bytes", c.MaxBodyBytes},
+		{"grpc-max-streams-per-conn", int64(c.GRPCMaxStreamsPerConn)},
+		{"grpc-max-header-bytes", int64(c.GRPCMaxHeaderBytes)},
+	} {
+		if p.v <= 0 || p.v > math.MaxUint32 {
+			return c, fmt.Errorf("node: -%s must be positive (and fit 32 bits)", p.name)
+		}
+	}
+	if c.ConnRatePerIP < 0 || c.ConnBurstPerIP < 0 || c.ConnRatePerIP > 0 && c.ConnBurstPerIP == 0 {
+		return c, fmt.Errorf("node: -conn-rate-per-ip and -conn-burst-per-ip must not be negative, and a rate needs a burst")
+	}
 	return c, nil
 }
 
 // flagHelp is flag.ErrHelp: -h printed the usage, and Run exits cleanly.
 var flagHelp = flag.ErrHelp
+
+// defineFlags defines the node's flags on fs, writing to c; origins and
+// level receive the two that need parsing after fs.Parse.
+func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics)")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://host:port/db, or a Redis Cluster as redis-cluster://host1:port1,host2:port2,... (sharded pub/sub); empty runs on the embedded in-memory default")
+	fs.IntVar(&c.HistorySize, "history-size", 100, "messages kept per room and replayed on join (last N)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long an idle room's history is kept (in Redis, or in memory without Redis)")
+	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 16<<10, "largest message text accepted, in bytes")
+	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 1<<20, "bytes queued for one client before it is disconnected as a slow consumer")
+	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in logs (empty: random)")
+	fs.StringVar(level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful drain may take before connections are cut")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "after SIGTERM, how long to stay up not-ready before closing clients (lets a load balancer notice)")
+	fs.DurationVar(&c.WSPingInterval, "ws-ping-interval", 30*time.Second, "WebSocket ping interval: keeps idle connections open through proxies and finds dead peers")
+	fs.DurationVar(&c.GRPCKeepalive, "grpc-keepalive", 30*time.Second, "gRPC keepalive ping interval for idle connections (dead peers are dropped after another 10 s)")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", 25*time.Second, "silence after which a stream that asked for events gets a KIND_HEARTBEAT (keep under load balancer idle timeouts)")
+	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one user may send (token bucket rate)")
+	fs.IntVar(&c.SendBurst, "send-burst", 0, "messages one user may send at once above the rate (0: twice the rate)")
+	fs.IntVar(&c.MaxStreamsUser, "max-streams-per-user", 32, "concurrent streams one user may open on a node")
+	fs.IntVar(&c.MaxStreams, "max-streams", 100000, "concurrent streams a node accepts")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (32+ bytes): require JWTs signed with it; empty with no other key = open development mode")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA for RS256, P-256 for ES256): require JWTs signed by it")
+	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS file: require JWTs signed by one of its keys (RS256/ES256, by kid)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required JWT issuer (iss), if set")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required JWT audience (aud), if set")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve gRPC over TLS (with -tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of -tls-cert")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM CA the gateway verifies the gRPC server with (default: system roots)")
+	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve HTTPS/WSS on -http-addr (with -http-tls-key)")
+	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
+	fs.DurationVar(&c.DrainSpread, "drain-spread", 2*time.Second, "after the drain delay, clients are told to reconnect elsewhere in batches spread over this long")
+	fs.DurationVar(&c.WriteDelay, "write-delay", 50*time.Millisecond, "under sustained traffic, the shortest time between two writes to one client (frames in between leave together); 0 writes each at once")
+	fs.DurationVar(&c.PresenceTTL, "presence-ttl", 30*time.Second, "how long a node's presence records outlive its last heartbeat: the bound on how long a crashed node's users stay listed")
+	fs.DurationVar(&c.LeaveGrace, "leave-grace", 5*time.Second, "how long a user may be gone before the room hears it left (no leave/join flicker on a quick reconnect)")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
+	fs.DurationVar(&c.JoinTimeout, "join-timeout", 10*time.Second, "how long a new WebSocket or gRPC stream may take to send its first message before it is closed")
+	fs.IntVar(&c.MaxInvalidFrames, "max-invalid-frames", 10, "malformed or refused frames one connection may send before it is closed")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "longest write of one batch to a client (WebSocket write, gRPC Send) before the session is closed")
+	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 5*time.Second, "how long an orderly close may spend flushing a client's queue before it is cut")
+	fs.IntVar(&c.MaxReplayBytes, "max-replay-bytes", 4<<20, "most encoded bytes of history one join or one REST history read replays (older messages are left out)")
+	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 5*time.Second, "how long a client may take to send an HTTP request's headers (0: no limit)")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", 10*time.Second, "how long a REST request may take to send its body (not WebSockets; 0: no limit)")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", 10*time.Second, "how long a REST response may take to be written (not WebSockets; 0: no limit)")
+	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long an idle HTTP keep-alive connection stays open (0: no limit)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", 16<<10, "largest HTTP request header block, in bytes")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 256<<10, "largest REST request body, in bytes (larger: 413)")
+	fs.IntVar(&c.GRPCMaxStreamsPerConn, "grpc-max-streams-per-conn", 100, "concurrent gRPC streams one connection may open (more wait for a free one)")
+	fs.IntVar(&c.GRPCMaxHeaderBytes, "grpc-max-header-bytes", 16<<10, "largest gRPC header list (metadata) a client may send, in bytes")
+	fs.StringVar(&c.MetricsToken, "metrics-token", "", "require \"Authorization: Bearer <token>\" on /metrics; empty: /metrics is open")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve /metrics on this address only (e.g. 127.0.0.1:9100); empty: on -http-addr")
+	fs.Float64Var(&c.ConnRatePerIP, "conn-rate-per-ip", 20, "new TCP connections per second one client IP (IPv6: /64) may open on each listener, in open mode only (behind a load balancer set 0); 0: no limit")
+	fs.IntVar(&c.ConnBurstPerIP, "conn-burst-per-ip", 40, "new TCP connections one client IP may open at once above -conn-rate-per-ip")
+	fs.StringVar(origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -16,7 +17,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -35,6 +35,9 @@ import (
 type Addrs struct {
 	GRPC string
 	HTTP string
+	// Metrics is the -metrics-addr listener's address; empty when /metrics
+	// is served on HTTP.
+	Metrics string
 }
 
 // Run runs a node until ctx is cancelled, then drains it. args are the
@@ -59,6 +62,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer be.close()
+	var claim *nodeClaim
+	if cfg.NodeID != "" && be.redis != nil {
+		claim = newNodeClaim(be.redis, be.prefix, cfg.NodeID, log)
+		actx, cancel := context.WithTimeout(ctx, nodeClaimTTL+5*time.Second)
+		err := claim.acquire(actx)
+		cancel()
+		if errors.Is(err, errNodeIDInUse) || ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		if err != nil {
+			log.Warn("cannot claim the node id yet; retrying in the background", "err", err)
+		}
+		defer claim.release() // after the drain: deferred after be.close, run before it
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -80,24 +97,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		SendLimiter:        be.limiter,
 		MaxSessionsPerUser: cfg.MaxStreamsUser,
 		MaxSessions:        cfg.MaxStreams,
+		JoinTimeout:        cfg.JoinTimeout,
+		MaxInvalidFrames:   cfg.MaxInvalidFrames,
+		WriteTimeout:       cfg.WriteTimeout,
+		FlushTimeout:       cfg.FlushTimeout,
+		MaxReplayBytes:     cfg.MaxReplayBytes,
 		Logger:             log,
 		Registerer:         reg,
 	})
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "chat_cluster_active_users",
-		Help: "Distinct users connected anywhere in the cluster, from presence (every node reports the same figure; use max()).",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		n, err := be.presence.ActiveUsers(ctx)
-		if err != nil {
-			return -1
-		}
-		return float64(n)
-	}))
+	reg.MustRegister(activeUsersGauge(be.presence.ActiveUsers))
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -108,11 +119,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		grpcLn.Close()
 		return fmt.Errorf("node: listen http: %w", err)
 	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			grpcLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("node: listen metrics: %w", err)
+		}
+	}
 
 	v, err := verifier(cfg, log)
 	if err != nil {
 		return err
 	}
+	rateLimitListeners(cfg, v == nil, reg, map[string]*net.Listener{"grpc": &grpcLn, "http": &httpLn})
 	sopts, err := grpcServerCreds(cfg)
 	if err != nil {
 		return err
@@ -133,6 +153,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	gs := grpc.NewServer(append(sopts,
 		grpc.ForceServerCodecV2(rpc.Codec{}),
 		grpc.SharedWriteBuffer(true),
+		// Bounds on what one connection may make the server hold before
+		// any handler (or token check) runs: 5000 never-joined streams on
+		// one connection, or 16 MiB of metadata, were accepted before.
+		grpc.MaxConcurrentStreams(uint32(cfg.GRPCMaxStreamsPerConn)),
+		grpc.MaxHeaderListSize(uint32(cfg.GRPCMaxHeaderBytes)),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Ping an idle client after 30 s and drop it if no answer in 10 s:
 			// that is how a dead mobile peer is found.
@@ -151,7 +177,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	gm.InitializeMetrics(gs)
 
 	// The gateway talks to this node's own gRPC listener.
-	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), gwCreds)
+	// Its answers (a history read) are bounded by -max-replay-bytes, which
+	// may exceed the client's default 4 MiB. Note that the gateway's one
+	// connection also carries at most -grpc-max-streams-per-conn REST
+	// calls at a time; more wait for a free stream.
+	cc, err := grpc.NewClient(dialAddr(grpcLn.Addr()), gwCreds,
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(4<<20, 2*cfg.MaxReplayBytes+1<<20))))
 	if err != nil {
 		return fmt.Errorf("node: gateway client: %w", err)
 	}
@@ -167,12 +198,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return be.ping(pctx)
 	}
 
-	mux := runtime.NewServeMux()
+	guard := &restGuard{verifier: v, readTimeout: cfg.HTTPReadTimeout, writeTimeout: cfg.HTTPWriteTimeout, maxBody: cfg.MaxBodyBytes}
+	mux := runtime.NewServeMux(runtime.WithErrorHandler(guard.errorHandler))
+	guard.gw, guard.next = mux, mux
 	if err := api.RegisterChatHandlerClient(ctx, mux, api.NewChatClient(cc)); err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
 	wsh := ws.New(ws.Config{Hub: h, Logger: log, OriginPatterns: cfg.AllowedOrigins, Verifier: v, PingInterval: cfg.WSPingInterval})
-	must(mux.HandlePath(http.MethodGet, "/v1/chat/stream", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+	must(mux.HandlePath(http.MethodGet, streamPath, func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		wsh.ServeHTTP(w, r)
 	}))
 	must(mux.HandlePath(http.MethodGet, "/healthz", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
@@ -185,15 +218,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		io.WriteString(w, "ready\n")
 	}))
-	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	must(mux.HandlePath(http.MethodGet, "/metrics", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
-		metricsHandler.ServeHTTP(w, r)
-	}))
+	metrics := metricsHandler(reg, cfg.MetricsToken)
+	if cfg.MetricsAddr == "" {
+		must(mux.HandlePath(http.MethodGet, "/metrics", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			metrics.ServeHTTP(w, r)
+		}))
+	}
 	page := web.Handler()
 	must(mux.HandlePath(http.MethodGet, "/", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		page.ServeHTTP(w, r)
 	}))
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// No ReadTimeout or WriteTimeout here: they would also cut every
+	// WebSocket; restGuard sets them per REST request instead.
+	hsrv := withTimeouts(&http.Server{Handler: guard, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, cfg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -212,6 +249,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		return nil
 	})
+	if claim != nil {
+		g.Go(func() error { return claim.keep(gctx) })
+	}
 	// Health follows readiness: Redis down or draining means NOT_SERVING.
 	g.Go(func() error {
 		t := time.NewTicker(time.Second)
@@ -252,9 +292,30 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		})
 	}
-	log.Info("node started", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "backend", be.name)
+	addrs := Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String()}
+	if metricsLn != nil {
+		// Only /metrics, with every timeout of a plain server: nothing
+		// on it lives longer than a scrape.
+		ml := metricsLn
+		addrs.Metrics = ml.Addr().String()
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", metrics)
+		msrv := withTimeouts(&http.Server{Handler: mm, ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, cfg)
+		g.Go(func() error {
+			<-gctx.Done()
+			return msrv.Close()
+		})
+		g.Go(func() error {
+			if err := msrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("node: metrics serve: %w", err)
+			}
+			return nil
+		})
+	}
+	log.Info("node started", "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics, "backend", be.name)
 	if ready != nil {
-		ready(Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String()})
+		ready(addrs)
 	}
 
 	<-gctx.Done()
@@ -282,6 +343,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	err = g.Wait()
 	log.Info("node stopped")
 	return err
+}
+
+// maxRecvMsgSize is the largest gRPC message the server decodes: the
+// largest text plus room for every other field (names, ids, the join), and
+// at least the REST body limit, so that whatever the gateway accepts it
+// can forward. Larger messages are refused by the transport
+// (ResourceExhausted) instead of the default 4 MiB being decoded first.
+func maxRecvMsgSize(cfg Config) int {
+	return max(cfg.MaxTextBytes+64<<10, int(min(cfg.MaxBodyBytes, math.MaxInt32)))
 }
 
 // dialAddr turns a listener address into one the gateway can dial: an

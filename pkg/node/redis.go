@@ -50,6 +50,7 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 		presence: presence.NewRedis(client, ""),
 		ping:     func(ctx context.Context) error { return client.Ping(ctx).Err() },
 		redis:    client,
+		prefix:   history.DefaultPrefix,
 		close: func() {
 			b.Close()
 			client.Close()

@@ -140,7 +140,7 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 		presence: presence.NewRedis(client, u.Prefix),
 		ping:     ping,
 		redis:    client,
-		prefix:   u.Prefix,
+		prefix:   history.NewKeys(u.Prefix).Prefix(),
 		close: func() {
 			b.Close()
 			client.Close()

@@ -99,6 +99,7 @@ func startProc(t *testing.T, bin, redisAddr, id string, extra ...string) *procNo
 		"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
 		"-redis-url", "redis://" + redisAddr + "/0",
 		"-send-rate", "100000", // the tests' senders are fast on purpose
+		"-conn-rate-per-ip", "0", // and their clients all come from loopback
 		// Info: the "node started" line is what tells the ports.
 		"-node-id", id, "-log-level", "info", "-shutdown-timeout", "10s",
 	}, extra...)
