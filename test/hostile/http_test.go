@@ -1,0 +1,277 @@
+package hostile_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rawHTTP opens a TCP connection to p's HTTP listener (closed at cleanup).
+func rawHTTP(t testing.TB, p *proc, small bool) net.Conn {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if small {
+		d = smallBufDialer
+	}
+	c, err := d.Dial("tcp", p.HTTP)
+	if err != nil {
+		t.Fatalf("dial %s: %v", p.HTTP, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// drainUntilClosed reads c until the server closes it or d passes: it
+// returns the bytes read and whether it was closed (EOF or reset).
+func drainUntilClosed(c net.Conn, d time.Duration) (int64, bool) {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return n, false
+	}
+	return n, true
+}
+
+// TestRESTNeverRead is attack 2: 30 REST GETs of a history full of control
+// characters (~10 MB of JSON each) that never read the response. With no
+// write timeout they held 844 MB for over 45 s. Now -http-write-timeout
+// (2 s here) closes them, and the memory is given back: the RSS bound is
+// checked once the timeout has passed, with GOMEMLIMIT set so that the
+// runtime returns freed memory promptly.
+func TestRESTNeverRead(t *testing.T) {
+	t.Parallel()
+	const conns = 30
+	p := startNode(t, nodeOpts{mode: openMemory, args: []string{
+		"-send-rate", "100000", "-conn-rate-per-ip", "0", "-http-write-timeout", "2s",
+	}, env: []string{"GOMEMLIMIT=100MiB"}})
+	room := newRoom()
+	seedHistory(t, p, openMemory, room, 100, 16000)
+	base := p.rss()
+	w := p.watchRSS(t)
+	start := time.Now()
+	cs := make([]net.Conn, conns)
+	for i := range cs {
+		cs[i] = rawHTTP(t, p, true)
+		if _, err := fmt.Fprintf(cs[i], "GET /v1/rooms/%s/messages?limit=100 HTTP/1.1\r\nHost: chat\r\n\r\n", room); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	// Past the write timeout (2 s), with slack for 30 responses to build.
+	wait := time.NewTimer(6 * time.Second)
+	select {
+	case <-wait.C:
+	case <-p.exited:
+		wait.Stop()
+	}
+	after := p.rss()
+	peak := w.Peak()
+	p.checkAlive(t)
+	t.Logf("RSS peak while the 30 responses were pending: %d MiB (baseline %d MiB)", peak/mib, base/mib)
+	// The old node held ~800 MB for as long as the clients did not read.
+	checkRSS(t, "6s after 30 unread GETs (write timeout 2s)", base, after, 120*mib)
+	// Every connection was cut by the server: reading now gets what the
+	// kernel buffered, then EOF, within a few seconds. A connection still
+	// open would deliver the whole response and then wait.
+	read := make([]int64, conns)
+	closed := make([]bool, conns)
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() { read[i], closed[i] = drainUntilClosed(c, 4*time.Second) })
+	}
+	wg.Wait()
+	open := 0
+	var total int64
+	for i := range cs {
+		total += read[i]
+		if !closed[i] {
+			open++
+			if open == 1 {
+				t.Errorf("GET %d: connection still open %v after the request (-http-write-timeout 2s); read %d bytes", i, time.Since(start).Round(time.Second), read[i])
+			}
+		}
+	}
+	if open > 0 {
+		t.Errorf("%d of %d unread GETs were not closed by the write timeout", open, conns)
+	}
+	t.Logf("read %d bytes in all from the %d cut responses", total, conns)
+	checkChat(t, p, openMemory, room)
+}
+
+// TestBigBodies is attack 5: four 50 MB POSTs. Without a token to a JWT
+// node they used to be decoded in full before the token was checked
+// (31 MB -> 852 MB RSS); now the answer is 401 before the body is read.
+// In open mode a body over -max-body-bytes (262144 by default) gets 413.
+func TestBigBodies(t *testing.T) {
+	t.Parallel()
+	const size = 50 << 20
+	for _, tc := range []struct {
+		m    mode
+		want int
+	}{{jwtMemory, http.StatusUnauthorized}, {openMemory, http.StatusRequestEntityTooLarge}} {
+		t.Run(tc.m.name, func(t *testing.T) {
+			t.Parallel()
+			p := startNode(t, nodeOpts{mode: tc.m, args: []string{"-conn-rate-per-ip", "0"}})
+			room := newRoom()
+			base := p.rss()
+			w := p.watchRSS(t)
+			if tc.m.jwt {
+				// Headers only: the answer must come before the body.
+				c := rawHTTP(t, p, false)
+				fmt.Fprintf(c, "POST /v1/rooms/%s/messages HTTP/1.1\r\nHost: chat\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", room, size)
+				_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					t.Errorf("no answer within 3s to a token-less POST before its body was sent (%v): the body is read before the token is checked", err)
+				} else if !strings.Contains(line, "401") {
+					t.Errorf("token-less POST, before the body: %q, want 401", strings.TrimSpace(line))
+				}
+				c.Close()
+			}
+			var wg sync.WaitGroup
+			codes := make([]string, 4)
+			for i := range codes {
+				wg.Go(func() { codes[i] = postBody(p, room, size) })
+			}
+			wg.Wait()
+			peak := w.end()
+			for i, got := range codes {
+				if got != fmt.Sprint(tc.want) {
+					t.Errorf("50 MB POST %d: %s, want %d", i, got, tc.want)
+				}
+			}
+			p.checkAlive(t)
+			checkRSS(t, "over four 50 MB POSTs", base, peak, 48*mib)
+			checkChat(t, p, tc.m, room)
+		})
+	}
+}
+
+// postBody POSTs size bytes of a JSON message (a huge text) to room and
+// returns the status code, or the error.
+func postBody(p *proc, room string, size int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		const head, tail = `{"text":"`, `"}`
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		_, err := pw.Write([]byte(head))
+		for left := size - len(head) - len(tail); err == nil && left > 0; left -= len(chunk) {
+			_, err = pw.Write(chunk[:min(left, len(chunk))])
+		}
+		if err == nil {
+			_, err = pw.Write([]byte(tail))
+		}
+		pw.CloseWithError(err)
+	}()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.HTTP+"/v1/rooms/"+room+"/messages", pr)
+	req.ContentLength = int64(size)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	pr.CloseWithError(errors.New("done"))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	resp.Body.Close()
+	return fmt.Sprint(resp.StatusCode)
+}
+
+// TestSlowHTTPClients is attack 9: idle keep-alives and slowloris headers
+// and bodies used to be held (no IdleTimeout, no ReadTimeout; headers had
+// 10 s). Now -http-idle-timeout, -http-read-header-timeout and
+// -http-read-timeout close them (1 s, 1 s, 2 s here).
+func TestSlowHTTPClients(t *testing.T) {
+	t.Parallel()
+	p := startNode(t, nodeOpts{mode: openMemory, args: []string{"-conn-rate-per-ip", "0",
+		"-http-idle-timeout", "1s", "-http-read-header-timeout", "1s", "-http-read-timeout", "2s"}})
+	room := newRoom()
+	cases := []struct {
+		name  string
+		bound time.Duration
+		first string // sent at once
+		drip  string // then one byte every 200 ms
+	}{
+		{"idle-keepalive", 3 * time.Second, "GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n", ""},
+		{"slow-headers", 3 * time.Second, "GET /healthz HTTP/1.1\r\nHost: chat\r\n", strings.Repeat("X-Slow: y\r\n", 20)},
+		{"slow-body", 4 * time.Second, "POST /v1/rooms/" + room + "/messages HTTP/1.1\r\nHost: chat\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n", `{"user":"slow","text":"` + strings.Repeat("z", 170)},
+	}
+	var wg sync.WaitGroup
+	for _, tc := range cases {
+		wg.Go(func() {
+			c := rawHTTP(t, p, false)
+			start := time.Now()
+			if _, err := io.WriteString(c, tc.first); err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+				return
+			}
+			closed := make(chan time.Duration, 1)
+			go func() {
+				_, ok := drainUntilClosed(c, tc.bound+2*time.Second)
+				if ok {
+					closed <- time.Since(start)
+				}
+				close(closed)
+			}()
+			tk := time.NewTicker(200 * time.Millisecond)
+			defer tk.Stop()
+			for i := 0; ; i++ {
+				select {
+				case d, ok := <-closed:
+					if !ok {
+						t.Errorf("%s: connection still open %v after it started (bound %v)", tc.name, time.Since(start).Round(time.Millisecond), tc.bound)
+					} else if d > tc.bound {
+						t.Errorf("%s: closed after %v, over the bound %v", tc.name, d.Round(time.Millisecond), tc.bound)
+					} else {
+						t.Logf("%s: closed by the node after %v", tc.name, d.Round(time.Millisecond))
+					}
+					return
+				case <-tk.C:
+					if i < len(tc.drip) {
+						_, _ = c.Write([]byte{tc.drip[i]})
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	p.checkAlive(t)
+	checkChat(t, p, openMemory, room)
+}
+
+// TestMetricsToken is from attack 12: with -metrics-token, /metrics needs
+// the bearer (it used to be open, in JWT mode too).
+func TestMetricsToken(t *testing.T) {
+	t.Parallel()
+	const tok = "metrics-bearer-for-the-test"
+	p := startNode(t, nodeOpts{mode: jwtMemory, args: []string{"-metrics-token", tok}})
+	get := func(auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.HTTP+"/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			t.Fatalf("GET /metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	for _, a := range []string{"", "Bearer wrong", "Bearer " + mint(t, "someone", time.Hour)} {
+		if got := get(a); got != http.StatusUnauthorized && got != http.StatusForbidden {
+			t.Errorf("GET /metrics with Authorization %.20q: %d, want 401 or 403", a, got)
+		}
+	}
+	if got := get("Bearer " + tok); got != http.StatusOK {
+		t.Errorf("GET /metrics with the metrics bearer: %d, want 200", got)
+	}
+}
