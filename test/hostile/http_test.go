@@ -2,7 +2,6 @@ package hostile_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -155,34 +154,41 @@ func TestBigBodies(t *testing.T) {
 	}
 }
 
-// postBody POSTs size bytes of a JSON message (a huge text) to room and
-// returns the status code, or the error.
+// postBody POSTs size bytes of a JSON message (a huge text) to room over a
+// raw connection, reading the answer while the body is still being
+// written (a node that answers early and closes would otherwise make the
+// client see only the reset), and returns the status code or the error.
 func postBody(p *proc, room string, size int) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pr, pw := io.Pipe()
-	go func() {
-		const head, tail = `{"text":"`, `"}`
-		chunk := []byte(strings.Repeat("a", 64<<10))
-		_, err := pw.Write([]byte(head))
-		for left := size - len(head) - len(tail); err == nil && left > 0; left -= len(chunk) {
-			_, err = pw.Write(chunk[:min(left, len(chunk))])
-		}
-		if err == nil {
-			_, err = pw.Write([]byte(tail))
-		}
-		pw.CloseWithError(err)
-	}()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.HTTP+"/v1/rooms/"+room+"/messages", pr)
-	req.ContentLength = int64(size)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
-	pr.CloseWithError(errors.New("done"))
+	c, err := net.DialTimeout("tcp", p.HTTP, 5*time.Second)
 	if err != nil {
-		return "error: " + err.Error()
+		return "dial: " + err.Error()
 	}
-	resp.Body.Close()
-	return fmt.Sprint(resp.StatusCode)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		const head, tail = `{"text":"`, `"}`
+		if _, err := fmt.Fprintf(c, "POST /v1/rooms/%s/messages HTTP/1.1\r\nHost: chat\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", room, size, head); err != nil {
+			return
+		}
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		for left := size - len(head) - len(tail); left > 0; left -= len(chunk) {
+			if _, err := c.Write(chunk[:min(left, len(chunk))]); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(c, tail)
+	}()
+	defer func() { c.Close(); <-wdone }()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "no answer: " + err.Error()
+	}
+	if f := strings.Fields(line); len(f) >= 2 {
+		return f[1]
+	}
+	return fmt.Sprintf("bad status line %q", line)
 }
 
 // TestSlowHTTPClients is attack 9: idle keep-alives and slowloris headers
