@@ -1,19 +1,14 @@
 package hostile_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -201,160 +196,110 @@ func TestGRPCStopsReadingThenAbuses(t *testing.T) {
 // TestGRPCNeverJoined is attack 8: gRPC streams that never send a first
 // message: 5000 on one TCP connection used to be accepted (no
 // MaxConcurrentStreams) and held forever. Now -grpc-max-streams-per-conn
-// (100 here) bounds them and -join-timeout (1 s) ends them.
+// (100 here) bounds them (advertised in SETTINGS, and a raw client that
+// ignores it is refused with RST_STREAM REFUSED_STREAM) and -join-timeout
+// (1 s) ends the accepted ones.
 func TestGRPCNeverJoined(t *testing.T) {
 	t.Parallel()
-	p := startNode(t, nodeOpts{mode: openMemory, args: []string{"-grpc-max-streams-per-conn", "100", "-join-timeout", "1s", "-max-streams", "100000"}})
+	const streams, limit = 5000, 100
+	p := startNode(t, nodeOpts{mode: openMemory, args: []string{"-grpc-max-streams-per-conn", fmt.Sprint(limit), "-join-timeout", "1s"}})
 	base := p.rss()
 	w := p.watchRSS(t)
-	cc := grpcConn(t, p)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	chat := api.NewChatClient(cc)
-	var streams []api.Chat_StreamClient
+	h := dialH2(t, p)
+	adv, err := h.maxStreams(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adv == 0 || adv > limit {
+		t.Errorf("the node advertises SETTINGS_MAX_CONCURRENT_STREAMS %d (0: unlimited); want at most %d", adv, limit)
+	}
+	block := streamHeaders(p.GRPC, 0)
 	start := time.Now()
-	for range 5000 {
-		// A stream past the server's limit waits for quota: give each
-		// 300 ms, then take the limit as reached.
-		res := make(chan api.Chat_StreamClient, 1)
-		go func() {
-			st, err := chat.Stream(ctx)
-			if err != nil {
-				st = nil
-			}
-			res <- st
-		}()
-		var st api.Chat_StreamClient
-		select {
-		case st = <-res:
-		case <-time.After(300 * time.Millisecond):
-		}
-		if st == nil || time.Since(start) > 10*time.Second {
+	sent := 0
+	for i := range streams {
+		if err := h.openStream(uint32(2*i+1), block); err != nil {
+			t.Logf("after %d streams: %v", i, err)
 			break
 		}
-		streams = append(streams, st)
+		sent++
 	}
-	t.Logf("%d never-joined streams opened on one connection in %v", len(streams), time.Since(start).Round(time.Millisecond))
-	if len(streams) > 100 {
-		t.Errorf("%d never-joined streams open on one TCP connection; want at most 100 (-grpc-max-streams-per-conn)", len(streams))
-	}
-	// The first one (open longest) is ended by the join timeout.
-	if len(streams) > 0 {
-		err := recvStatus(streams[0], cancel, 5*time.Second)
-		if s, _ := status.FromError(err); err == nil || s.Code() == codes.Canceled {
-			t.Errorf("never-joined stream still open %v after it started (-join-timeout 1s): %v", time.Since(start).Round(time.Second), err)
-		} else {
-			t.Logf("never-joined stream ended: %v", err)
+	t.Logf("%d never-joined streams sent on one connection in %v", sent, time.Since(start).Round(time.Millisecond))
+	// Every stream ends: refused at once, or at the join timeout.
+	deadline := time.Now().Add(1*time.Second + 8*time.Second)
+	var out map[string]int
+	var goaway string
+	for {
+		out, goaway, err = h.outcomes()
+		n := 0
+		for _, c := range out {
+			n += c
 		}
+		if n >= sent || err != nil || time.Now().After(deadline) {
+			t.Logf("after %v: stream outcomes %v, GOAWAY %q, connection error %v", time.Since(start).Round(time.Millisecond), out, goaway, err)
+			if n < sent && err == nil {
+				t.Errorf("%d of %d never-joined streams still open %v after they were opened (-join-timeout 1s, -grpc-max-streams-per-conn %d)", sent-n, sent, time.Since(start).Round(time.Second), limit)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval, bounded by deadline
+	}
+	if out["refused"] == 0 && goaway == "" {
+		t.Errorf("none of %d streams on one connection was refused (want REFUSED_STREAM past %d)", sent, limit)
 	}
 	peak := w.Peak()
 	p.checkAlive(t)
 	checkChat(t, p, openMemory, newRoom())
-	checkRSS(t, "with never-joined streams on one connection", base, peak, 32*mib)
-	cancel()
+	checkRSS(t, fmt.Sprintf("with %d never-joined streams on one connection", sent), base, peak, 32*mib)
 }
 
-// TestGRPCHugeMetadata is attack 6: 16 MiB of gRPC metadata without a
+// TestGRPCHugeMetadata is attack 6: 15 MiB of gRPC metadata without a
 // token (just under grpc-go's old 16 MiB default, so that the old node
-// takes it in) used to be read, decoded and answered by the handler's
-// interceptor (Unauthenticated). Now -grpc-max-header-bytes refuses it
-// at the transport (RST_STREAM or GOAWAY) without holding it. Four such
-// connections at once, raw HTTP/2, as an attacker ignoring the server's
-// SETTINGS would.
+// takes it in) used to be read, decoded and answered by the auth
+// interceptor (Unauthenticated). Now -grpc-max-header-bytes refuses it at
+// the transport (RST_STREAM, GOAWAY or a closed connection) without
+// holding it. Four such connections at once, raw HTTP/2, as an attacker
+// ignoring the server's SETTINGS would.
 func TestGRPCHugeMetadata(t *testing.T) {
 	t.Parallel()
 	p := startNode(t, nodeOpts{mode: jwtMemory})
+	block := streamHeaders(p.GRPC, 15<<20)
 	base := p.rss()
 	w := p.watchRSS(t)
 	var wg sync.WaitGroup
 	answers := make([]string, 4)
 	for i := range answers {
-		wg.Go(func() { answers[i] = hugeHeaders(t, p, 15<<20) })
+		h := dialH2(t, p)
+		wg.Go(func() {
+			werr := h.openStream(1, block)
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				out, goaway, err := h.outcomes()
+				switch {
+				case len(out) > 0:
+					answers[i] = fmt.Sprint(out)
+				case goaway != "":
+					answers[i] = "GOAWAY " + goaway
+				case err != nil:
+					answers[i] = fmt.Sprintf("connection ended: %v (write: %v)", err, werr)
+				case time.Now().After(deadline):
+					answers[i] = "no answer within 20s"
+				default:
+					time.Sleep(50 * time.Millisecond) // poll interval, bounded by deadline
+					continue
+				}
+				return
+			}
+		})
 	}
 	wg.Wait()
 	peak := w.end()
 	for i, a := range answers {
 		t.Logf("connection %d: %s", i, a)
-		if strings.Contains(a, "grpc-status") {
-			t.Errorf("connection %d: 15 MiB of metadata reached the handler and was answered %s; want it refused at the transport (RST_STREAM/GOAWAY)", i, a)
+		if strings.Contains(a, "status") || strings.Contains(a, "no answer") {
+			t.Errorf("connection %d: 15 MiB of metadata without a token: %s; want it refused at the transport (RST_STREAM/GOAWAY/close), not answered by the handler", i, a)
 		}
 	}
 	p.checkAlive(t)
 	checkRSS(t, "over four 15 MiB metadata blocks", base, peak, 24*mib)
 	checkChat(t, p, jwtMemory, newRoom())
-}
-
-// hugeHeaders opens a raw HTTP/2 connection, sends a Stream call whose
-// headers carry size bytes of metadata and no token, and describes the
-// answer: "RST_STREAM <code>", "GOAWAY <code>", "grpc-status <n>" or the
-// connection error.
-func hugeHeaders(t testing.TB, p *proc, size int) string {
-	c, err := net.DialTimeout("tcp", p.GRPC, 5*time.Second)
-	if err != nil {
-		return "dial: " + err.Error()
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/chat.Chat/Stream"},
-		{":authority", p.GRPC}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	pad := strings.Repeat("p", 64<<10)
-	for n := 0; n < size; n += len(pad) {
-		_ = enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-pad-%d", n), Value: pad, Sensitive: true})
-	}
-	wdone := make(chan struct{})
-	go func() {
-		defer close(wdone)
-		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-			return
-		}
-		fr := http2.NewFramer(c, nil)
-		if fr.WriteSettings() != nil {
-			return
-		}
-		b := block.Bytes()
-		const chunk = 16 << 10
-		for first := true; len(b) > 0; first = false {
-			n := min(chunk, len(b))
-			var err error
-			if first {
-				err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:n], EndHeaders: n == len(b)})
-			} else {
-				err = fr.WriteContinuation(1, n == len(b), b[:n])
-			}
-			if err != nil {
-				return
-			}
-			b = b[n:]
-		}
-	}()
-	defer func() { c.Close(); <-wdone }()
-	fr := http2.NewFramer(io.Discard, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = 32 << 20
-	for range 1000 {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return "connection ended: " + err.Error()
-		}
-		switch f := f.(type) {
-		case *http2.RSTStreamFrame:
-			return "RST_STREAM " + f.ErrCode.String()
-		case *http2.GoAwayFrame:
-			return "GOAWAY " + f.ErrCode.String()
-		case *http2.MetaHeadersFrame:
-			if v := f.PseudoValue("status"); v != "" && v != "200" {
-				return "HTTP " + v
-			}
-			for _, h := range f.RegularFields() {
-				if h.Name == "grpc-status" {
-					return "grpc-status " + h.Value + " " + f.PseudoValue("status")
-				}
-			}
-		}
-	}
-	return "no answer in 1000 frames"
 }
