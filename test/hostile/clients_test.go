@@ -35,6 +35,8 @@ func newRoom() string {
 // other sends, within 10 s.
 func checkChat(t testing.TB, p *proc, m mode, room string) {
 	t.Helper()
+	start := time.Now()
+	defer func() { t.Logf("legit chat on node %s checked in %v", p.id, time.Since(start).Round(time.Millisecond)) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	dial := func(user string, tr client.Transport, addr string) *client.Client {

@@ -44,8 +44,10 @@ func drainUntilClosed(c net.Conn, d time.Duration) (int64, bool) {
 // characters (~10 MB of JSON each) that never read the response. With no
 // write timeout they held 844 MB for over 45 s. Now -http-write-timeout
 // (2 s here) closes them, and the memory is given back: the RSS bound is
-// checked once the timeout has passed, with GOMEMLIMIT set so that the
-// runtime returns freed memory promptly.
+// checked 8 s in, well after the timeout, with GOMEMLIMIT=100MiB so that
+// the runtime returns freed memory promptly (memory still held stays
+// resident whatever the limit). The peak, while the responses are being
+// built, is only logged: a write timeout cannot bound it.
 func TestRESTNeverRead(t *testing.T) {
 	t.Parallel()
 	const conns = 30
@@ -65,7 +67,7 @@ func TestRESTNeverRead(t *testing.T) {
 		}
 	}
 	// Past the write timeout (2 s), with slack for 30 responses to build.
-	wait := time.NewTimer(6 * time.Second)
+	wait := time.NewTimer(8 * time.Second)
 	select {
 	case <-wait.C:
 	case <-p.exited:
@@ -76,7 +78,7 @@ func TestRESTNeverRead(t *testing.T) {
 	p.checkAlive(t)
 	t.Logf("RSS peak while the 30 responses were pending: %d MiB (baseline %d MiB)", peak/mib, base/mib)
 	// The old node held ~800 MB for as long as the clients did not read.
-	checkRSS(t, "6s after 30 unread GETs (write timeout 2s)", base, after, 120*mib)
+	checkRSS(t, "8s after 30 unread GETs (write timeout 2s)", base, after, 150*mib)
 	// Every connection was cut by the server: reading now gets what the
 	// kernel buffered, then EOF, within a few seconds. A connection still
 	// open would deliver the whole response and then wait.

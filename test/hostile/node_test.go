@@ -162,7 +162,11 @@ func launchNode(t testing.TB, o nodeOpts) (*proc, error) {
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
+		stopping := time.Now()
 		p.stop(20 * time.Second)
+		if d := time.Since(stopping); d > 3*time.Second {
+			t.Logf("node %s took %v to stop after SIGTERM", o.id, d.Round(time.Millisecond))
+		}
 		if t.Failed() {
 			t.Logf("node %s %v\nstdout (tail):\n%s\nstderr (tail):\n%s", o.id, args, p.logs, p.stderr)
 		}
