@@ -3,6 +3,8 @@ package hostile_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
 
 	"example.com/chat/api"
 	"example.com/chat/internal/testutil"
@@ -134,52 +137,76 @@ func testInvalidFrames(t *testing.T) {
 }
 
 // testConnRatePerIP: in open mode new connections per client IP are
-// limited (-conn-rate-per-ip 5 -conn-burst-per-ip 10); they used to be
-// unlimited.
+// limited (-conn-rate-per-ip 5 -conn-burst-per-ip 10) on both listeners;
+// they used to be unlimited.
 func testConnRatePerIP(t *testing.T) {
 	t.Parallel()
-	const rate, burst = 5, 10
+	const rate, burst, flood = 5, 10, 60
 	p := startNode(t, nodeOpts{mode: openMemory, args: []string{"-conn-rate-per-ip", fmt.Sprint(rate), "-conn-burst-per-ip", fmt.Sprint(burst)}})
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	start := time.Now()
-	ok, refused := 0, 0
-	var lastRefusal string
-	for range 60 {
+	httpServed := func() error {
 		resp, err := hc.Get("http://" + p.HTTP + "/healthz")
-		switch {
-		case err != nil:
-			refused++
-			lastRefusal = err.Error()
-		case resp.StatusCode == http.StatusOK:
-			ok++
-		default:
-			refused++
-			lastRefusal = resp.Status
+		if err != nil {
+			return err
 		}
-		if resp != nil {
-			resp.Body.Close()
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s", resp.Status)
 		}
+		return nil
 	}
-	elapsed := time.Since(start)
-	bound := burst + rate*elapsed.Seconds() + 3
-	t.Logf("60 connections in %v: %d served, %d refused (last: %s); bound %.1f", elapsed.Round(time.Millisecond), ok, refused, lastRefusal, bound)
-	if float64(ok) > bound {
-		t.Errorf("%d of 60 new connections from one IP served in %v; want at most %.1f (burst %d + %d/s + 3)", ok, elapsed.Round(time.Millisecond), bound, burst, rate)
+	// grpcServed: the gRPC listener answers an HTTP/2 preface with its
+	// SETTINGS frame, unless it refused the connection.
+	grpcServed := func() error {
+		c, err := net.DialTimeout("tcp", p.GRPC, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			return err
+		}
+		if err := http2.NewFramer(c, nil).WriteSettings(); err != nil {
+			return err
+		}
+		var hdr [9]byte
+		_, err = io.ReadFull(c, hdr[:])
+		return err
 	}
-	// The bucket refills: the node serves this IP again.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get("http://" + p.HTTP + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+	for _, l := range []struct {
+		name   string
+		served func() error
+	}{{"http", httpServed}, {"grpc", grpcServed}} {
+		start := time.Now()
+		ok, refused := 0, 0
+		var lastRefusal error
+		for i := 0; i < flood && time.Since(start) < 15*time.Second; i++ {
+			if err := l.served(); err != nil {
+				refused++
+				lastRefusal = err
+			} else {
+				ok++
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node still refuses this IP 10s after the flood: %v", err)
+		elapsed := time.Since(start)
+		bound := burst + rate*elapsed.Seconds() + 3
+		t.Logf("%s: %d connections in %v: %d served, %d refused (last: %v); bound %.1f", l.name, ok+refused, elapsed.Round(time.Millisecond), ok, refused, lastRefusal, bound)
+		if float64(ok) > bound {
+			t.Errorf("%s: %d of %d new connections from one IP served in %v; want at most %.1f (burst %d + %d/s + 3)", l.name, ok, ok+refused, elapsed.Round(time.Millisecond), bound, burst, rate)
 		}
-		time.Sleep(200 * time.Millisecond) // token refill, bounded by deadline
+		// The bucket refills: the node serves this IP again.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := l.served()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the node still refuses this IP 10s after the flood: %v", l.name, err)
+			}
+			time.Sleep(200 * time.Millisecond) // token refill, bounded by deadline
+		}
 	}
 	p.checkAlive(t)
 	checkChat(t, p, openMemory, newRoom())
