@@ -17,7 +17,9 @@
 // nodes' command lines, so that the attacks can be run against a node that
 // predates them (which would otherwise refuse to start with "flag provided
 // but not defined") to see how the attack itself fares there; it is for
-// demonstrating a failure, never for CI.
+// demonstrating a failure, never for CI. HOSTILE_NODE_BIN, when set, names
+// a cmd/node binary to run instead of building one (for example one built
+// from a merge of branches not yet on this one).
 package hostile_test
 
 import (
@@ -70,6 +72,10 @@ var nodeBinary struct {
 func buildNode(t testing.TB) string {
 	t.Helper()
 	nodeBinary.once.Do(func() {
+		if bin := os.Getenv("HOSTILE_NODE_BIN"); bin != "" {
+			nodeBinary.path = bin
+			return
+		}
 		dir, err := os.MkdirTemp("", "chat-hostile-")
 		if err != nil {
 			nodeBinary.err = err
