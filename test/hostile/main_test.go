@@ -13,6 +13,23 @@
 // blur, and the nodes' races are covered by test/integration. Every
 // address is 127.0.0.1, every loop is bounded in count and time.
 //
+// The attacks of issue 11, by test:
+//
+//	1  TestWSDecodeErrorNonASCII       decode error quoting ~80 "€" (open/memory, JWT/Redis)
+//	2  TestRESTNeverRead               30 unread REST GETs of a control-character history
+//	3  TestWSReplayHogs                32 unread WebSocket joins replaying a big history
+//	4  TestGRPCStopsReading            a gRPC stream that stops reading while messages flow
+//	5  TestBigBodies                   four 50 MB POSTs (JWT without token: 401; open: 413)
+//	6  TestGRPCHugeMetadata            15 MiB of metadata without a token, raw HTTP/2
+//	7  TestWSNeverJoined               never-joined WebSockets: join timeout, -max-streams, drain
+//	8  TestGRPCNeverJoined             5000 never-joined streams on one connection, raw HTTP/2
+//	9  TestSlowHTTPClients             idle keep-alive, slow headers, slow body
+//	10 TestGRPCStopsReadingThenAbuses  a non-reading stream that trips the rate limit
+//	11 TestLimits                      send budget over 3 nodes, invalid frames, per-IP
+//	                                   connection rate, join/leave churn (skipped: no bound yet)
+//	12 TestSmallHoles, TestMetricsToken duplicate -node-id, token -h, rooms: [] claim,
+//	                                   expired token on REST, user names, /metrics bearer
+//
 // Setting HOSTILE_OLD_FLAGS=1 drops the flags that issue 11 adds from the
 // nodes' command lines, so that the attacks can be run against a node that
 // predates them (which would otherwise refuse to start with "flag provided
