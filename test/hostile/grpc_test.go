@@ -128,19 +128,28 @@ func recvStatus(st api.Chat_StreamClient, cancel context.CancelFunc, d time.Dura
 // here) cuts it, and its user's slot (-max-streams-per-user 1) is free.
 func TestGRPCStopsReading(t *testing.T) {
 	t.Parallel()
-	m := openMemory
+	for _, m := range []mode{openMemory, jwtRedis} {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testGRPCStopsReading(t, m)
+		})
+	}
+}
+
+func testGRPCStopsReading(t *testing.T, m mode) {
 	p := startNode(t, nodeOpts{mode: m, args: []string{"-send-rate", "100000", "-write-timeout", "2s", "-max-streams-per-user", "1"}})
 	room := newRoom()
 	cc := grpcConn(t, p, smallWindows...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stuck, err := joinStream(ctx, t, cc, "", "stuck", room, true)
+	tok := m.token(t, "stuck")
+	stuck, err := joinStream(ctx, t, cc, tok, "stuck", room, true)
 	if err != nil {
 		t.Fatalf("attacker join: %v", err)
 	}
 	fillStuck(t, p, m, room, 40) // 320 KB: over the window, under 1 MiB
 	filled := time.Now()
-	took, err := waitSlotFree(t, p, "", "stuck", room, 2*time.Second+6*time.Second)
+	took, err := waitSlotFree(t, p, tok, "stuck", room, 2*time.Second+6*time.Second)
 	if err != nil {
 		t.Errorf("the stuck stream's user slot was not released within write timeout 2s + 6s: %v", err)
 	} else {
