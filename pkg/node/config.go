@@ -28,6 +28,7 @@ type Config struct {
 	WriteDelay      time.Duration
 	PprofAddr       string
 	PresenceTTL     time.Duration
+	PresenceEvents  float64
 	LeaveGrace      time.Duration
 	AllowedOrigins  []string
 	WSPingInterval  time.Duration
@@ -178,6 +179,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
 	fs.DurationVar(&c.DrainSpread, "drain-spread", 2*time.Second, "after the drain delay, clients are told to reconnect elsewhere in batches spread over this long")
 	fs.DurationVar(&c.WriteDelay, "write-delay", 50*time.Millisecond, "under sustained traffic, the shortest time between two writes to one client (frames in between leave together); 0 writes each at once")
+	fs.Float64Var(&c.PresenceEvents, "presence-event-rate", 10, "join and leave events per second one room delivers to its watchers on a node (bursts of twice that); under churn the rest are dropped and the presence API stays exact")
 	fs.DurationVar(&c.PresenceTTL, "presence-ttl", 30*time.Second, "how long a node's presence records outlive its last heartbeat: the bound on how long a crashed node's users stay listed")
 	fs.DurationVar(&c.LeaveGrace, "leave-grace", 5*time.Second, "how long a user may be gone before the room hears it left (no leave/join flicker on a quick reconnect)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")

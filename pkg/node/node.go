@@ -87,6 +87,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		DrainSpread:        cfg.DrainSpread,
 		WriteDelay:         cfg.WriteDelay,
 		PresenceTTL:        cfg.PresenceTTL,
+		PresenceEventRate:  cfg.PresenceEvents,
 		LeaveGrace:         cfg.LeaveGrace,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,

@@ -212,14 +212,14 @@ func testConnRatePerIP(t *testing.T) {
 	checkChat(t, p, openMemory, newRoom())
 }
 
-// testChurn: join/leave churn with fresh names must not flood an observer.
-// Skipped: "coalesced" has no crisp bound yet (how many events per second
-// an observer may see for how many distinct joiners is the coordinator's
-// design choice). The body measures it, for when the bound is chosen.
+// testChurn: join/leave churn with fresh names must not flood an observer:
+// a room delivers at most -presence-event-rate join/leave events per second
+// (bursts of twice that, plus one), whatever the churn; the rest are
+// dropped and the presence API stays exact.
 func testChurn(t *testing.T) {
 	t.Parallel()
-	t.Skip("join/leave coalescing has no agreed bound yet; set one (events per second seen by an observer under N fresh joins per second) and remove this skip")
-	p := startNode(t, nodeOpts{mode: openMemory, args: []string{"-conn-rate-per-ip", "0", "-leave-grace", "100ms"}})
+	const rate = 10
+	p := startNode(t, nodeOpts{mode: openMemory, args: []string{"-conn-rate-per-ip", "0", "-leave-grace", "100ms", "-presence-event-rate", fmt.Sprint(rate)}})
 	room := newRoom()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -250,8 +250,17 @@ func testChurn(t *testing.T) {
 		}
 		scancel()
 	}
+	// The leaves of the last churners come after the grace.
+	time.Sleep(300 * time.Millisecond)
 	elapsed := time.Since(start)
-	t.Logf("100 fresh joins in %v: the observer saw %d join/leave events (%.1f/s)", elapsed, events.Load(), float64(events.Load())/elapsed.Seconds())
 	cancel()
 	<-done
+	n := events.Load()
+	t.Logf("100 fresh joins in %v: the observer saw %d join/leave events (%.1f/s)", elapsed, n, float64(n)/elapsed.Seconds())
+	if budget := int64(2*rate + 1 + rate*elapsed.Seconds() + 1); n > budget {
+		t.Fatalf("the observer saw %d join/leave events in %v, over the room's budget of %d", n, elapsed, budget)
+	}
+	if n == 0 {
+		t.Fatal("the observer saw no join/leave event at all")
+	}
 }
