@@ -91,3 +91,19 @@ type Broker interface {
 	// Close releases the broker's connections. Deliveries stop.
 	Close() error
 }
+
+// Syncer is implemented by a Broker whose deliveries can lag behind the
+// log: a Redis subscriber connection holds, in its socket, messages that
+// are already stored. The hub syncs before it concludes that what the log
+// no longer holds is lost (a node stalled while its rooms passed the
+// history size still has those messages on the way). A Broker that
+// delivers synchronously (Memory) needs not implement it.
+type Syncer interface {
+	// Sync returns once every delivery of room that reached this node's
+	// subscription before the call has been handed to the Handler. It
+	// returns an error wrapping ErrUnavailable when ctx ends first. A
+	// subscription lost meanwhile makes it return nil after the new one
+	// is proven; the lost deliveries are reported by HandleReconnect. It
+	// must not be called from the Handler.
+	Sync(ctx context.Context, room string) error
+}

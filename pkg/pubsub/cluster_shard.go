@@ -3,6 +3,7 @@ package pubsub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -486,4 +487,54 @@ func (s *shardSub) deliver(m *redis.Message) {
 		return
 	}
 	h.HandleMessage(env)
+}
+
+var _ Syncer = (*RedisCluster)(nil)
+
+// Sync implements Syncer: a PING on the shard connection of room's master
+// is answered after every delivery already written to it. A room not
+// confirmed on a live shard has nothing on the way to wait for (its
+// deliveries are being lost, and HandleReconnect follows).
+func (b *RedisCluster) Sync(ctx context.Context, room string) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return fmt.Errorf("pubsub: sync %q: %w", room, ErrClosed)
+	}
+	r := b.rooms[b.keys.Channel(room)]
+	if r == nil || r.shard == nil || !r.confirmed || r.shard.lost {
+		b.mu.Unlock()
+		return nil
+	}
+	s := r.shard
+	s.nextTok++
+	tok := "chat-sync-" + strconv.FormatUint(s.nextTok, 10)
+	w := &shardWaiter{done: make(chan struct{})} // no channel: confirms nothing
+	s.waiters[tok] = w
+	lost := s.lostCh
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(s.waiters, tok)
+		b.mu.Unlock()
+	}()
+	ticker := time.NewTicker(b.cfg.PingInterval)
+	defer ticker.Stop()
+	for {
+		if err := s.ps.Ping(ctx, tok); err != nil {
+			s.suspect(err)
+			return fmt.Errorf("pubsub: sync %q: %w: %w", room, ErrUnavailable, err)
+		}
+		select {
+		case <-w.done:
+			return nil
+		case <-lost:
+			return nil
+		case <-ticker.C:
+		case <-ctx.Done():
+			return fmt.Errorf("pubsub: sync %q: %w: %w", room, ErrUnavailable, ctx.Err())
+		case <-b.ctx.Done():
+			return fmt.Errorf("pubsub: sync %q: %w", room, ErrClosed)
+		}
+	}
 }

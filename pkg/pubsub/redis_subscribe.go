@@ -342,3 +342,23 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+var _ Syncer = (*Redis)(nil)
+
+// Sync implements Syncer: Redis answers a connection's commands in order,
+// after the messages it already wrote to it, so the PONG of a token of
+// our own comes after every delivery that was on its way.
+func (b *Redis) Sync(ctx context.Context, room string) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return fmt.Errorf("pubsub: sync %q: %w", room, ErrClosed)
+	}
+	tok, done := b.addWaiterLocked()
+	b.mu.Unlock()
+	defer b.removeWaiter(tok)
+	if err := b.awaitPong(ctx, tok, done); err != nil {
+		return fmt.Errorf("pubsub: sync %q: %w", room, err)
+	}
+	return nil
+}
