@@ -19,6 +19,7 @@ type metrics struct {
 	delivered      prometheus.Counter
 	duplicates     prometheus.Counter
 	backfills      prometheus.Counter
+	truncatedJumps prometheus.Counter
 	busReconnects  prometheus.Counter
 	historyErrors  prometheus.Counter
 	fanoutLag      prometheus.Histogram
@@ -33,7 +34,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 			Name: "chat_hub_pending_connections", Help: "Connections admitted that have not joined yet (they count against -max-streams).",
 		}),
 		pendingDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chat_hub_held_deliveries_dropped_total", Help: "Times a room dropped the deliveries it held while catching up (over -max-replay-bytes); it reads them from history instead.",
+			Name: "chat_hub_held_deliveries_dropped_total", Help: "Deliveries a room dropped while catching up (over -max-replay-bytes); it reads them from history instead.",
 		}),
 		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_presence_events_dropped_total", Help: "Join and leave events not delivered because their room was over its event budget (churn).",
@@ -63,6 +64,9 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		backfills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_backfills_total", Help: "Gaps in bus deliveries filled from history.",
 		}),
+		truncatedJumps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_backfills_truncated_total", Help: "Backfills that found what a room missed gone from history (and from the bus) and skipped to what the log holds; event clients are told.",
+		}),
 		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_bus_reconnects_total", Help: "Times the bus lost and re-established its subscriptions.",
 		}),
@@ -85,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
 	}, func() float64 { return float64(h.ActiveUsers()) })
 	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.pendingDropped, m.eventsDropped, m.refused, m.disconnects, m.published, m.publishErrors,
-		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
+		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.truncatedJumps, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hub: register metrics: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -214,17 +215,47 @@ func (r *room) acceptAllLocked(envs []pubsub.Envelope) {
 
 // holdLocked keeps a delivery until the room knows where it stands. The
 // held bytes are bounded: a room that cannot catch up (a stalled store, a
-// flood) drops what would pass MaxReplayBytes, which the backfill then reads
-// from the log. r.mu must be held.
+// flood) keeps the oldest deliveries and drops the newer ones past
+// MaxReplayBytes, and overflow makes the backfill read those from the log.
+// The oldest are kept because they are the ones the log may have trimmed
+// already; the newest are the last it trims. r.mu must be held.
 func (r *room) holdLocked(env pubsub.Envelope) {
-	if r.pendingBytes+len(env.Data) > r.h.cfg.MaxReplayBytes {
-		clear(r.pending)
-		r.pending, r.pendingBytes, r.overflow = r.pending[:0], 0, true
+	if r.overflow || r.pendingBytes+len(env.Data) > r.h.cfg.MaxReplayBytes {
+		// Once one is dropped, all later ones are too: pending stays a
+		// run without holes, which applyHeldLocked relies on.
+		r.overflow = true
 		r.h.metrics.pendingDropped.Inc()
 		return
 	}
 	r.pending = append(r.pending, env)
 	r.pendingBytes += len(env.Data)
+}
+
+// applyHeldLocked delivers the held deliveries that continue the room's
+// position (the next id of its epoch, and so on), drops those already
+// delivered, and keeps the rest. A backfill calls it before each read, so
+// that what the node already holds is never skipped by a truncated jump.
+// r.mu must be held.
+func (r *room) applyHeldLocked() {
+	i := 0
+	for ; i < len(r.pending); i++ {
+		env := r.pending[i]
+		if env.Epoch != r.epoch || env.Seq > r.lastSeq+1 {
+			break
+		}
+		r.pendingBytes -= len(env.Data)
+		if env.Seq <= r.lastSeq {
+			r.h.metrics.duplicates.Inc()
+			continue
+		}
+		r.deliverLocked(env)
+	}
+	if i == 0 {
+		return
+	}
+	n := copy(r.pending, r.pending[i:])
+	clear(r.pending[n:])
+	r.pending = r.pending[:n]
 }
 
 // takePendingLocked returns the held deliveries and forgets them.
@@ -256,6 +287,12 @@ func (r *room) acceptLocked(env pubsub.Envelope) {
 		r.holdLocked(env)
 		return
 	}
+	r.deliverLocked(env)
+}
+
+// deliverLocked fans out env, the next id of the room's epoch. r.mu must be
+// held.
+func (r *room) deliverLocked(env pubsub.Envelope) {
 	r.lastSeq = env.Seq
 	f := r.cache.get(env.Epoch, env.Seq)
 	if f == nil {
@@ -284,12 +321,21 @@ func (r *room) startBackfillLocked() {
 // backfill reads what the room missed from history, delivers it in order,
 // then the deliveries that waited meanwhile. It retries with backoff while
 // the store is unavailable and gives up only when the hub stops.
+//
+// It never skips what the node holds. Before each read it delivers the
+// held deliveries that continue the room's position; and when the log no
+// longer holds the next id (a node that stalled while its rooms passed the
+// history size), it first syncs with the bus, whose connection may still
+// hold those messages, and takes the truncated jump only if they did not
+// come. After a jump, sessions see the gap and event clients are told.
 func (r *room) backfill() {
 	defer r.h.wg.Done()
 	ctx := r.h.bg
 	wait := 50 * time.Millisecond
+	synced := false
 	for {
 		r.mu.Lock()
+		r.applyHeldLocked()
 		epoch, after := r.epoch, r.lastSeq
 		r.mu.Unlock()
 		page, err := r.h.cfg.History.Since(ctx, r.name, epoch, after, backfillPage)
@@ -304,34 +350,60 @@ func (r *room) backfill() {
 			wait = min(2*wait, 2*time.Second)
 			continue
 		}
+		if page.Truncated && !synced {
+			// What follows lastSeq may still be on its way from the bus:
+			// take it in (it waits in pending) before concluding it is gone.
+			synced = true
+			r.h.syncBus(ctx, r.name)
+			continue
+		}
 		r.mu.Lock()
 		if page.Truncated {
 			// More was lost than history keeps, or the log was reset: take
 			// what there is; sessions see the jump and say so.
+			r.h.log.Warn("room lost messages older than the history kept", "room", r.name, "seq", after)
+			r.h.metrics.truncatedJumps.Inc()
 			r.epoch = page.Position.Epoch
 			r.lastSeq = 0
 			if len(page.Entries) > 0 {
 				r.lastSeq = page.Entries[0].Seq - 1
 			}
 		}
-		r.recovering = false
+		synced = false
 		for _, e := range page.Entries {
-			r.acceptLocked(pubsub.Envelope{Room: r.name, Seq: e.Seq, Epoch: page.Position.Epoch, Data: e.Data})
+			if e.Seq == r.lastSeq+1 && page.Position.Epoch == r.epoch {
+				r.deliverLocked(pubsub.Envelope{Room: r.name, Seq: e.Seq, Epoch: page.Position.Epoch, Data: e.Data})
+			}
 		}
 		if r.lastSeq < page.Position.Seq && len(page.Entries) == backfillPage {
-			r.recovering = true // more pages to read
 			r.mu.Unlock()
-			continue
+			continue // more pages to read
 		}
 		if r.overflow {
-			// Deliveries were dropped while this ran: read on.
-			r.overflow, r.recovering = false, true
+			// Deliveries newer than those held were dropped while this
+			// ran: they are in the log; read on.
+			r.overflow = false
 			r.mu.Unlock()
 			continue
 		}
+		r.recovering = false
 		r.acceptAllLocked(r.takePendingLocked())
 		r.mu.Unlock()
 		return
+	}
+}
+
+// syncBus waits (at most PublishTimeout) until the bus handed over every
+// delivery of room already on its way to this node; see pubsub.Syncer.
+func (h *Hub) syncBus(ctx context.Context, room string) {
+	s, ok := h.cfg.Broker.(pubsub.Syncer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	if err := s.Sync(ctx, room); err != nil {
+		h.log.Debug("bus sync failed", "room", room, "err", err)
 	}
 }
 
@@ -386,13 +458,32 @@ func (h *Hub) checkPositions() {
 				h.log.Debug("position check failed", "room", r.name, "err", err)
 				continue
 			}
+			if !r.behind(pos) {
+				continue
+			}
+			// The bus may just be slower than the log (a node waking from
+			// a stall has its socket full): let it deliver what it holds,
+			// then look again, before reading history at all.
+			h.syncBus(h.bg, r.name)
 			r.mu.Lock()
-			if r.known && !r.recovering && pos.Epoch != "" && (pos.Epoch != r.epoch || pos.Seq > r.lastSeq) {
+			if r.behindLocked(pos) {
 				r.startBackfillLocked()
 			}
 			r.mu.Unlock()
 		}
 	}
+}
+
+// behind reports whether the log at pos holds what the room has not
+// delivered.
+func (r *room) behind(pos history.Position) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.behindLocked(pos)
+}
+
+func (r *room) behindLocked(pos history.Position) bool {
+	return r.known && !r.recovering && pos.Epoch != "" && (pos.Epoch != r.epoch || pos.Seq > r.lastSeq)
 }
 
 func (h *Hub) rooms() []*room {
