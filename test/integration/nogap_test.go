@@ -1,0 +1,223 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"example.com/chat/api"
+	"example.com/chat/internal/chattest"
+	"example.com/chat/internal/testutil"
+	"example.com/chat/pkg/client"
+)
+
+// The tests of this file count, per receiver, what issue 13 asks for:
+// acknowledged messages, received, lost, duplicated, and lost without a
+// KIND_TRUNCATED notice (silent).
+
+// seedRecorder is a raw gRPC stream that joined as a seed client (no
+// events: it cannot be told of a gap) and records every stored message.
+type seedRecorder struct {
+	user string
+	mu   sync.Mutex
+	msgs []*api.Message
+}
+
+func joinSeed(t *testing.T, ctx context.Context, grpcAddr, user, room string) *seedRecorder {
+	t.Helper()
+	r := dialRaw(t, ctx, client.GRPC, grpcAddr)
+	if err := r.Send(&api.Message{User: user, Room: room}); err != nil {
+		t.Fatal(err)
+	}
+	s := &seedRecorder{user: user}
+	go func() {
+		for {
+			m, err := r.Recv()
+			if err != nil {
+				return
+			}
+			if m.GetKind() == api.Kind_KIND_MESSAGE && m.GetSeq() > 0 {
+				s.mu.Lock()
+				s.msgs = append(s.msgs, m)
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s
+}
+
+func (s *seedRecorder) stored() []*api.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*api.Message(nil), s.msgs...)
+}
+
+// tally is what one receiver got of the acknowledged messages.
+type tally struct {
+	who                         string
+	acked, received, lost, dups int
+	truncated                   bool // told of a gap (event clients only)
+}
+
+func (t tally) silent() int {
+	if t.truncated {
+		return 0
+	}
+	return t.lost
+}
+
+func (t tally) String() string {
+	return fmt.Sprintf("%s: acked %d, received %d, lost %d, duplicated %d, lost without TRUNCATED %d",
+		t.who, t.acked, t.received, t.lost, t.dups, t.silent())
+}
+
+// count compares got (stored messages, in arrival order) with acks: each
+// acked message must be received once, as acked; a message received
+// twice, or one whose (epoch, seq) was acked for another text, is a
+// duplicate.
+func count(who string, acks, got []*api.Message, truncated bool) tally {
+	type key struct {
+		epoch string
+		seq   uint64
+	}
+	want := make(map[key]*api.Message, len(acks))
+	for _, a := range acks {
+		want[key{a.GetEpoch(), a.GetSeq()}] = a
+	}
+	seen := make(map[key]int)
+	tl := tally{who: who, acked: len(acks), received: len(got), truncated: truncated}
+	for _, m := range got {
+		k := key{m.GetEpoch(), m.GetSeq()}
+		seen[k]++
+		if seen[k] > 1 {
+			tl.dups++
+			continue
+		}
+		if a := want[k]; a != nil && (a.GetText() != m.GetText() || a.GetUser() != m.GetUser()) {
+			tl.dups++ // the seq came with another message's content
+			seen[k] = -1 << 30
+		}
+	}
+	for k := range want {
+		if seen[k] <= 0 {
+			tl.lost++
+		}
+	}
+	return tl
+}
+
+// TestStalledNodeKeepsWhatItHolds: node 2 (a process) is SIGSTOPped while
+// senders on node 1 send more to each of its rooms than -history-size
+// keeps; its subscriber socket holds all of it. On SIGCONT the position
+// check and the backfill must not jump past what the socket holds: every
+// receiver on node 2, seed clients included, gets every acknowledged
+// message exactly once.
+//
+// Before the fix (room.backfill taking the truncated page at once), runs
+// lost hundreds of deliveries on node 2, silently for seed clients.
+func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
+	t.Parallel()
+	bin := buildNode(t)
+	rs := testutil.StartRedis(t)
+	const historySize, rooms, perRoom = 100, 8, 150
+	procs, nodes := startProcs(t, bin, rs.Addr(), "st", 2, "-history-size", fmt.Sprint(historySize))
+	ctx := t.Context()
+
+	type roomSet struct {
+		name   string
+		src    *chattest.Member
+		events []*chattest.Member // on node 2, and one control on node 1
+		seeds  []*seedRecorder    // on node 2
+	}
+	var all []*roomSet
+	var live []*chattest.Member
+	for i := range rooms {
+		rm := &roomSet{name: newRoom()}
+		rm.src = chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[0]), User: "src", Room: rm.name})
+		rm.events = []*chattest.Member{
+			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[1]), User: "ev-grpc-n2", Room: rm.name}),
+			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "ev-ws-n2", Room: rm.name}),
+			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[0]), Transport: client.WebSocket, User: "ev-ws-n1", Room: rm.name}),
+		}
+		rm.seeds = []*seedRecorder{joinSeed(t, ctx, nodes[1].GRPC, fmt.Sprintf("seed-%d", i), rm.name)}
+		live = append(live, rm.src)
+		live = append(live, rm.events...)
+		all = append(all, rm)
+	}
+	chattest.WaitLive(t, liveTimeout, live...)
+	// The seed streams have no KIND_LIVE: wait until each got a first
+	// message instead.
+	senders := make([]*chattest.Sender, rooms)
+	for i, rm := range all {
+		senders[i] = chattest.StartSender(ctx, rm.src, fmt.Sprintf("m%d", i), 0)
+	}
+	for i, rm := range all {
+		first := senders[i].WaitAcked(t, 5)[4]
+		chattest.WaitHas(t, 10*time.Second, first, rm.events...)
+		chattest.Eventually(t, 10*time.Second, func() error {
+			if len(rm.seeds[0].stored()) < 5 {
+				return fmt.Errorf("seed of %s has %d messages", rm.name, len(rm.seeds[0].stored()))
+			}
+			return nil
+		})
+	}
+
+	if err := procs[1].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	for _, s := range senders {
+		s.WaitAcked(t, len(s.Acked())+perRoom)
+	}
+	// Past one position check interval (5 s), so that a tick waits for
+	// the node when it wakes.
+	if d := 6*time.Second - time.Since(stopped); d > 0 {
+		time.Sleep(d)
+	}
+	if err := procs[1].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node 2 stopped for %v", time.Since(stopped).Round(time.Millisecond))
+	for _, s := range senders {
+		s.WaitAcked(t, len(s.Acked())+20)
+	}
+	var tallies []tally
+	for i, rm := range all {
+		acks := senders[i].Stop(t)
+		last := acks[len(acks)-1]
+		// Fence: the last ack reaches everyone (a loss before it is
+		// what is counted below).
+		chattest.WaitHas(t, 30*time.Second, last, rm.events...)
+		chattest.Eventually(t, 30*time.Second, func() error {
+			for _, m := range rm.seeds[0].stored() {
+				if m.GetSeq() == last.GetSeq() && m.GetEpoch() == last.GetEpoch() {
+					return nil
+				}
+			}
+			return fmt.Errorf("seed of %s has not got %d", rm.name, last.GetSeq())
+		})
+		for _, m := range rm.events {
+			tallies = append(tallies, count(fmt.Sprintf("room %d %s", i, m.User), acks, m.Stored(""), m.Count(api.Kind_KIND_TRUNCATED) > 0))
+		}
+		for _, s := range rm.seeds {
+			tallies = append(tallies, count(fmt.Sprintf("room %d %s", i, s.user), acks, s.stored(), false))
+		}
+	}
+	var acked, lost, dups, silent int
+	for _, tl := range tallies {
+		acked += tl.acked
+		lost += tl.lost
+		dups += tl.dups
+		silent += tl.silent()
+		if tl.lost > 0 || tl.dups > 0 {
+			t.Error(tl)
+		}
+	}
+	t.Logf("%d receivers: %d acknowledged deliveries due, %d lost (%d silently), %d duplicated", len(tallies), acked, lost, silent, dups)
+	if v, err := chattest.Metric(nodes[1].HTTP, "chat_hub_backfills_truncated_total"); err == nil {
+		t.Logf("node 2: %v truncated backfills", v)
+	}
+}
