@@ -3,6 +3,7 @@ package pubsub
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrUnavailable reports that the bus cannot be reached. Callers surface it
@@ -51,6 +52,12 @@ type PublishOptions struct {
 	// original sequence id with Duplicate set, without storing or
 	// broadcasting again.
 	IdempotencyKey string
+	// IdempotencyTTL, when positive, is how long this publish's
+	// IdempotencyKey is remembered, in place of the broker's window. The
+	// hub gives every publish without a client id a key of its own, only
+	// to make go-redis's retry of a pipeline harmless: a short window
+	// keeps Redis from holding one key per message for minutes.
+	IdempotencyTTL time.Duration
 }
 
 // PublishResult says where a stored message landed.

@@ -169,7 +169,7 @@ func (b *RedisCluster) Publish(ctx context.Context, room string, data []byte, op
 	}
 	reply, err := shardedPublishScript.Run(ctx, b.client, keys,
 		data, newEpoch(), b.cfg.HistorySize,
-		b.cfg.HistoryTTL.Milliseconds(), b.cfg.IdempotencyTTL.Milliseconds(), channel,
+		b.cfg.HistoryTTL.Milliseconds(), idempotencyTTL(b.cfg.IdempotencyTTL, opts).Milliseconds(), channel,
 	).Slice()
 	if err != nil {
 		b.failed(err)

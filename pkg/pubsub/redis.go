@@ -209,7 +209,7 @@ func (b *Redis) Publish(ctx context.Context, room string, data []byte, opts Publ
 	}
 	reply, err := b.runPublish(ctx, keys,
 		data, newEpoch(), b.cfg.HistorySize,
-		b.cfg.HistoryTTL.Milliseconds(), b.cfg.IdempotencyTTL.Milliseconds(), channel,
+		b.cfg.HistoryTTL.Milliseconds(), idempotencyTTL(b.cfg.IdempotencyTTL, opts).Milliseconds(), channel,
 	)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
@@ -263,6 +263,15 @@ func parsePayload(room, payload string) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("pubsub: malformed payload: bad seq %q of epoch %q", seqStr, epoch)
 	}
 	return Envelope{Room: room, Seq: seq, Epoch: epoch, Data: []byte(data)}, nil
+}
+
+// idempotencyTTL is how long opts' key is remembered: its own TTL if set,
+// else the broker's.
+func idempotencyTTL(broker time.Duration, opts PublishOptions) time.Duration {
+	if opts.IdempotencyTTL > 0 {
+		return opts.IdempotencyTTL
+	}
+	return broker
 }
 
 // newEpoch returns a fresh random epoch id (hex: it never holds a colon).
