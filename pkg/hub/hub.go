@@ -33,12 +33,15 @@ type Hub struct {
 	closed atomic.Bool
 	wg     sync.WaitGroup // writers, backfills, the position checker
 
-	base      context.Context // sessions' parent; cancelled last by Shutdown
-	stop      context.CancelFunc
-	bg        context.Context // position checks and backfills; cancelled first
-	bgStop    context.CancelFunc
-	recheck   chan struct{}
-	warnLimit rateLimiter
+	base    context.Context // sessions' parent; cancelled last by Shutdown
+	stop    context.CancelFunc
+	bg      context.Context // position checks and backfills; cancelled first
+	bgStop  context.CancelFunc
+	recheck chan struct{}
+	// serverKeys says publishes without a client id get an idempotency key
+	// of the hub's own: the broker is remote, and its client may retry.
+	serverKeys bool
+	warnLimit  rateLimiter
 
 	leavingMu sync.Mutex
 	leaving   map[leaveKey]*time.Timer // leaves waiting out the grace
@@ -72,6 +75,8 @@ func New(cfg Config) (*Hub, error) {
 		leaving:  make(map[leaveKey]*time.Timer),
 		admitted: make(map[*Admission]struct{}),
 	}
+	_, inProcess := cfg.Broker.(*pubsub.Memory)
+	h.serverKeys = !inProcess
 	m, err := newMetrics(cfg.Registerer, h)
 	if err != nil {
 		return nil, err

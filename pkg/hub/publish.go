@@ -169,8 +169,17 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 		return pubsub.PublishResult{}, errorf(KindInvalid, "message cannot be encoded")
 	}
 	opts := pubsub.PublishOptions{Ephemeral: m.Kind == api.Kind_KIND_TYPING}
-	if m.ClientId != "" && !opts.Ephemeral {
+	switch {
+	case opts.Ephemeral:
+	case m.ClientId != "":
 		opts.IdempotencyKey = m.User + "\x00" + m.ClientId
+	case h.serverKeys:
+		// No client id: this attempt gets a key of its own (a user name is
+		// never empty, so it cannot meet a client's key). go-redis retries a
+		// pipeline whose answer timed out, and both copies run; with the key
+		// the second finds the first and answers its seq.
+		opts.IdempotencyKey = "\x00" + randomID() + randomID()
+		opts.IdempotencyTTL = max(30*time.Second, 2*h.cfg.PublishTimeout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
@@ -178,7 +187,10 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 	res, err := h.cfg.Broker.Publish(ctx, m.Room, data, opts)
 	if err != nil {
 		h.metrics.publishErrors.Inc()
-		return res, &Error{Kind: KindUnavailable, Msg: "message not sent: the message bus is unavailable; retry", Err: err}
+		// The script may have run even though no answer came (a timeout, a
+		// connection lost after the write): the sender must not be told it
+		// was not stored.
+		return res, &Error{Kind: KindUnavailable, Msg: "message may or may not be stored: the message bus did not answer; retry with the same client_id", Err: err}
 	}
 	if !opts.Ephemeral {
 		h.metrics.published.Inc()
