@@ -190,7 +190,11 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 		// The script may have run even though no answer came (a timeout, a
 		// connection lost after the write): the sender must not be told it
 		// was not stored.
-		return res, &Error{Kind: KindUnavailable, Msg: "message may or may not be stored: the message bus did not answer; retry with the same client_id", Err: err}
+		msg := "message may or may not be stored: the message bus did not answer; retry with the same client_id"
+		if m.ClientId == "" {
+			msg = "message may or may not be stored: the message bus did not answer; a retry may store it twice (send a client_id to make retries safe)"
+		}
+		return res, &Error{Kind: KindUnavailable, Msg: msg, Err: err}
 	}
 	if !opts.Ephemeral {
 		h.metrics.published.Inc()
