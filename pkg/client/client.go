@@ -434,7 +434,10 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	defer cn.close()
 	l := &link{conn: cn, kill: kill}
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		kill(nil) // ends the keepalive when the connection failed by itself
+		wg.Wait()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -13,6 +13,8 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/client"
@@ -27,6 +29,7 @@ type fakeNode struct {
 	silent bool
 	beat   time.Duration
 	ack    bool
+	hangUp bool // ends the stream right after KIND_LIVE
 
 	mu   sync.Mutex
 	got  []*api.Message // sends received
@@ -65,6 +68,9 @@ func (n *fakeNode) Stream(st grpc.BidiStreamingServer[api.Message, api.Message])
 	}
 	if err := send(&api.Message{Kind: api.Kind_KIND_LIVE, Epoch: "e"}); err != nil {
 		return err
+	}
+	if n.hangUp {
+		return status.Error(codes.Unavailable, "going away")
 	}
 	if n.beat > 0 {
 		t := time.NewTicker(n.beat)
@@ -135,6 +141,27 @@ func TestSilentNodeIsLeft(t *testing.T) {
 	}
 	if n := c.Reconnects.Load(); n != 1 {
 		t.Errorf("%d reconnects; want 1", n)
+	}
+}
+
+// A node that ends the stream (a crash, a drain) is left at once: the
+// connection's keepalive must not hold the session open.
+func TestEndedStreamReconnects(t *testing.T) {
+	t.Parallel()
+	gone := startFake(t, &fakeNode{hangUp: true})
+	live := startFake(t, &fakeNode{ack: true})
+	c := dial(t, client.Config{Addrs: []string{gone.addr, live.addr}})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Reconnects.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no reconnect within 5 s of a stream that ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := c.WaitLive(ctx); err != nil {
+		t.Fatalf("not live on the second node: %v", err)
 	}
 }
 
