@@ -51,6 +51,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 	token := fs.String("token", getenv("CHAT_TOKEN"), "JWT (env CHAT_TOKEN)")
 	caFile := fs.String("tls-ca", "", "PEM CA: connect with TLS, verifying the server with it")
 	history := fs.Int("history", 20, "messages of history to show on join")
+	heartbeat := fs.Duration("heartbeat-timeout", 45*time.Second, "give a node up (reconnect to the next address, resume) after this long without a frame from it; keep it above 1.5 × the nodes' -heartbeat")
+	sendTimeout := fs.Duration("send-timeout", 30*time.Second, "how long a line may wait for its acknowledgement, across reconnects, before it is reported as not sent")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +71,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 	list := strings.Split(*addrs, ",")
 	c, err := client.Dial(client.Config{
 		Addrs: list, User: *user, Room: *room, Token: *token, TLS: tc, History: *history,
+		HeartbeatTimeout: *heartbeat,
 	})
 	if err != nil {
 		return err
@@ -126,7 +129,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 			case line == "/who":
 				who(ctx, list[0], *room, *token, tc, out)
 			default:
-				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				sctx, cancel := context.WithTimeout(ctx, *sendTimeout)
 				if _, err := c.Send(sctx, line); err != nil {
 					out.printf("! not sent: %v", err)
 				}

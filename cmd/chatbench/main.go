@@ -398,7 +398,7 @@ drain:
 			return fmt.Errorf("chatbench: %w", win[i].err)
 		}
 	}
-	r := buildResult(cfg, connectTime, sstats, pstats, expected)
+	r := buildResult(cfg, p, connectTime, sstats, pstats, expected)
 	r.addCPU(cfg, win[0].servers, win[1].servers, win[1].self-win[0].self)
 	return r.write(stdout, cfg.jsonOut)
 }

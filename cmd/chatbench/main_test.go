@@ -61,6 +61,10 @@ func TestRunLoad(t *testing.T) {
 			if r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SeqGaps != 0 {
 				t.Errorf("lost %d, duplicated %d, reordered %d, seq gaps %d; want none", r.Lost, r.Duplicated, r.Reordered, r.SeqGaps)
 			}
+			// Both publisher transports read their acknowledgements.
+			if r.Acked != r.Sent || r.Unacked != 0 || r.Rejected != 0 || r.LostUnacked != 0 {
+				t.Errorf("sent %d: acked %d, unacked %d, rejected %d, lost unacked %d; want all acked", r.Sent, r.Acked, r.Unacked, r.Rejected, r.LostUnacked)
+			}
 			if r.Delivered == 0 || r.Delivered != r.Expected {
 				t.Errorf("delivered %d, expected %d: want equal and positive", r.Delivered, r.Expected)
 			}

@@ -31,20 +31,33 @@ type result struct {
 	StreamsPer   int     `json:"grpc_streams_per_conn"`
 	ConnectS     float64 `json:"connect_s"` // time to open every connection
 
-	Sent       uint64  `json:"sent"`        // window messages sent
-	SentTotal  uint64  `json:"sent_total"`  // warm-up included
-	LateSends  uint64  `json:"late_sends"`  // sends that started > 1 ms after their intended time
-	MaxLateMS  float64 `json:"max_late_ms"` // the latest of them
-	Skipped    uint64  `json:"skipped"`     // window messages never sent (publisher hopelessly behind)
-	SendLagMS  latency `json:"send_lag_ms"` // intended to actual send start (timer wake-up, send back-pressure)
-	Expected   uint64  `json:"expected"`    // deliveries: each sent message times its room's subscribers
-	Delivered  uint64  `json:"delivered"`   // distinct deliveries received
-	Lost       int64   `json:"lost"`        // expected - delivered
-	Duplicated uint64  `json:"duplicated"`  // deliveries of a message a subscriber already had
-	Reordered  uint64  `json:"reordered"`   // deliveries that came after a later message of the same publisher
-	SeqGaps    uint64  `json:"seq_gaps"`    // deliveries whose room seq was not the previous + 1
-	Other      uint64  `json:"other_frames"`
-	PerSec     float64 `json:"deliveries_per_s"` // delivered / duration
+	Sent      uint64  `json:"sent"`        // window messages sent
+	SentTotal uint64  `json:"sent_total"`  // warm-up included
+	LateSends uint64  `json:"late_sends"`  // sends that started > 1 ms after their intended time
+	MaxLateMS float64 `json:"max_late_ms"` // the latest of them
+	Skipped   uint64  `json:"skipped"`     // window messages never sent (publisher hopelessly behind)
+	SendLagMS latency `json:"send_lag_ms"` // intended to actual send start (timer wake-up, send back-pressure)
+	Acked     uint64  `json:"acked"`       // window messages the node acknowledged (stored)
+	Unacked   uint64  `json:"unacked"`     // window messages sent but never answered before the publisher closed
+	Rejected  uint64  `json:"rejected"`    // window messages answered with an error (not stored)
+	Expected  uint64  `json:"expected"`    // deliveries: each sent message times its room's subscribers
+	Delivered uint64  `json:"delivered"`   // distinct deliveries received
+	Missing   int64   `json:"missing"`     // expected - delivered, whatever the cause
+	// Lost is the real loss: deliveries of acknowledged messages that
+	// never arrived (and any missing delivery the tracker could not
+	// place, having forgotten its gap: counted here, to be safe).
+	Lost int64 `json:"lost"`
+	// LostUnacked are missing deliveries of messages never acknowledged:
+	// never stored, or stored with the ack still on its way when the
+	// publisher closed (unknown). Not a loss the cluster promised against.
+	LostUnacked uint64 `json:"lost_unacked"`
+	// LostRejected are missing deliveries of rejected messages (expected).
+	LostRejected uint64  `json:"lost_rejected"`
+	Duplicated   uint64  `json:"duplicated"` // deliveries of a message a subscriber already had
+	Reordered    uint64  `json:"reordered"`  // deliveries that came after a later message of the same publisher
+	SeqGaps      uint64  `json:"seq_gaps"`   // deliveries whose room seq was not the previous + 1
+	Other        uint64  `json:"other_frames"`
+	PerSec       float64 `json:"deliveries_per_s"` // delivered / duration
 
 	LatencyMS latency `json:"latency_ms"` // from intended send time to receipt
 
@@ -78,8 +91,10 @@ type serverResult struct {
 	RSSBytes int64   `json:"rss_bytes"`
 }
 
-func buildResult(cfg *config, connect time.Duration, subs []*subStats, pubs []*pubStats, expected uint64) *result {
+func buildResult(cfg *config, p *plan, connect time.Duration, subs []*subStats, pubs []*pubStats, expected uint64) *result {
 	t := mergeSubs(subs)
+	a := accountSends(p, subs, pubs)
+	missing := int64(expected) - int64(t.delivered)
 	r := &result{
 		Mode: "load", Label: cfg.label,
 		Transport: cfg.transport, PubTransport: cfg.pubTransport,
@@ -87,7 +102,10 @@ func buildResult(cfg *config, connect time.Duration, subs []*subStats, pubs []*p
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
 		WSAddrs: len(cfg.wsAddrs), GRPCAddrs: len(cfg.grpcAddrs), StreamsPer: cfg.streamsPer,
 		ConnectS: connect.Seconds(),
-		Expected: expected, Delivered: t.delivered, Lost: int64(expected) - int64(t.delivered),
+		Acked:    a.acked, Unacked: a.unacked, Rejected: a.rejected,
+		Expected: expected, Delivered: t.delivered, Missing: missing,
+		Lost:        missing - int64(a.missingUnacked) - int64(a.missingRejected),
+		LostUnacked: a.missingUnacked, LostRejected: a.missingRejected,
 		Duplicated: t.duplicated, Reordered: t.reordered, SeqGaps: t.seqGaps, Other: t.foreign,
 		PerSec:    float64(t.delivered) / cfg.duration.Seconds(),
 		SubErrors: t.errors,
@@ -167,8 +185,12 @@ func (r *result) write(w io.Writer, asJSON bool) error {
 		r.Sent, r.SentTotal, r.LateSends, r.MaxLateMS, r.Skipped)
 	fmt.Fprintf(&b, "send lag    p50 %s  p99 %s  max %s  (intended to actual send start: timer wake-up, back-pressure)\n",
 		fmtUS(r.SendLagMS.P50*1e3), fmtUS(r.SendLagMS.P99*1e3), fmtUS(r.SendLagMS.Max*1e3))
-	fmt.Fprintf(&b, "deliveries  expected %d, delivered %d, lost %d, duplicated %d, reordered %d, seq gaps %d, other frames %d\n",
-		r.Expected, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SeqGaps, r.Other)
+	fmt.Fprintf(&b, "answers     acked %d, never answered %d, rejected %d  (of the window's sends)\n",
+		r.Acked, r.Unacked, r.Rejected)
+	fmt.Fprintf(&b, "deliveries  expected %d, delivered %d, missing %d: lost %d (acked, not delivered), of unacked sends %d (never stored, or unknown), of rejected %d\n",
+		r.Expected, r.Delivered, r.Missing, r.Lost, r.LostUnacked, r.LostRejected)
+	fmt.Fprintf(&b, "            duplicated %d, reordered %d, seq gaps %d, other frames %d\n",
+		r.Duplicated, r.Reordered, r.SeqGaps, r.Other)
 	fmt.Fprintf(&b, "throughput  %.0f deliveries/s\n", r.PerSec)
 	l := r.LatencyMS
 	fmt.Fprintf(&b, "latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  mean %s  (from intended send time)\n",

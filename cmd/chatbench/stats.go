@@ -223,9 +223,87 @@ type pubStats struct {
 	lag        *hdrhistogram.Histogram // window sends: µs from intended to actual send start
 	err        error                   // why sending stopped early (the sending goroutine's)
 	recvErr    error                   // why draining stopped early (the draining goroutine's)
+
+	// answers counts the node's answers to this publisher's sends (an
+	// ack, or an error): a stream's sends are answered in order, so
+	// answer i is for counter i, and the counters from answers on were
+	// sent but never answered before the publisher closed (not stored,
+	// or stored with the ack lost: unknown). rejected lists the counters
+	// answered with an error, which were not stored. The draining
+	// goroutine writes them; they are read once the publisher is closed.
+	answers  uint64
+	rejected []uint64
 }
 
 func newPubStats() *pubStats { return &pubStats{lag: newHist()} }
+
+// answer records the answer to the next unanswered send.
+func (p *pubStats) answer(isErr bool) {
+	if isErr {
+		p.rejected = append(p.rejected, p.answers)
+	}
+	p.answers++
+}
+
+// window is the publisher's range of window counters it sent: sends are
+// in counter order, so they are [first, first+sentWindow).
+func (p *pubStats) window(first uint64) span { return span{first, first + p.sentWindow} }
+
+// classify splits the counters of sp by what this publisher was told:
+// acked (stored), unacked (no answer before it closed) and rejected.
+func (p *pubStats) classify(sp span) (acked, unacked, rejected uint64) {
+	if sp.lo >= sp.hi {
+		return 0, 0, 0
+	}
+	answered := span{sp.lo, min(sp.hi, max(p.answers, sp.lo))}
+	unacked = sp.hi - answered.hi
+	for _, c := range p.rejected {
+		if c >= answered.lo && c < answered.hi {
+			rejected++
+		}
+	}
+	return answered.hi - answered.lo - rejected, unacked, rejected
+}
+
+// sendAccount is what the publishers were told of their window sends, and
+// how the deliveries that never arrived split by it.
+type sendAccount struct {
+	acked, unacked, rejected uint64 // window messages
+	// Deliveries missing, by what the publisher was told of the message.
+	missingAcked, missingUnacked, missingRejected uint64
+}
+
+// accountSends classifies every window message each publisher sent, and
+// every delivery of one that a subscriber of its room did not receive
+// (the tracker's gaps and its tail): a missing acknowledged message is a
+// real loss; a missing unacknowledged one was perhaps never stored.
+func accountSends(p *plan, subs []*subStats, pubs []*pubStats) sendAccount {
+	var a sendAccount
+	for i, st := range pubs {
+		k, u, r := st.classify(st.window(p.firstWindow[i]))
+		a.acked, a.unacked, a.rejected = a.acked+k, a.unacked+u, a.rejected+r
+	}
+	add := func(st *pubStats, sp span) {
+		k, u, r := st.classify(sp)
+		a.missingAcked, a.missingUnacked, a.missingRejected = a.missingAcked+k, a.missingUnacked+u, a.missingRejected+r
+	}
+	for _, s := range subs {
+		for j := range s.pairs {
+			pub := s.room + j*p.cfg.rooms
+			st, t := pubs[pub], &s.pairs[j]
+			win := st.window(p.firstWindow[pub])
+			if !t.started {
+				add(st, win)
+				continue
+			}
+			for _, g := range t.gaps {
+				add(st, span{max(g.lo, win.lo), min(g.hi, win.hi)})
+			}
+			add(st, span{max(t.next, win.lo), win.hi})
+		}
+	}
+	return a
+}
 
 // totals sums what every subscriber saw.
 type totals struct {

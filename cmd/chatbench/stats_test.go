@@ -3,6 +3,7 @@ package main
 import (
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -197,5 +198,67 @@ func TestSpreadOverNodesAndRooms(t *testing.T) {
 	}
 	if cfg.subsInRoom(0)+cfg.subsInRoom(1) != 40 || cfg.pubsInRoom(1) != 2 {
 		t.Error("room counts")
+	}
+}
+
+// TestAccountSends: what publishers were told of their sends splits the
+// missing deliveries into real losses (acknowledged, not delivered) and
+// messages never acknowledged (the publisher closed before the node
+// answered: never stored, or unknown) or rejected. The run used to call
+// all of them lost.
+func TestAccountSends(t *testing.T) {
+	cfg := &config{pubs: 2, rooms: 1, subs: 2, rate: 10, batch: 1, warmup: time.Second, duration: time.Second}
+	p := newPlan(cfg, time.Unix(1000, 0)) // window counters 10..19 for both
+	pubs := []*pubStats{newPubStats(), newPubStats()}
+	// Publisher 0 sent its whole window; the node answered 0..16, 12 with
+	// an error; 17..19 were never answered.
+	pubs[0].sentWindow = 10
+	for c := range uint64(17) {
+		pubs[0].answer(c == 12)
+	}
+	// Publisher 1 fell behind and sent 10..15 only, all acknowledged.
+	pubs[1].sentWindow = 6
+	for range 16 {
+		pubs[1].answer(false)
+	}
+	a, b := newSubStats(p, 0), newSubStats(p, 0)
+	deliver := func(s *subStats, pub int, ctrs ...uint64) {
+		for _, c := range ctrs {
+			at := p.intended(pub, c)
+			observe(s, p, string(appendText(nil, pub, c, at, 40)), 0, at+1_000_000)
+		}
+	}
+	// a misses 0's 12 (rejected), 14 (acknowledged: lost), 18 and 19
+	// (never answered); it has 17, stored although its ack never came.
+	deliver(a, 0, 10, 11, 13, 15, 16, 17)
+	deliver(a, 1, 10, 11, 12, 13, 14, 15)
+	// b has nothing of publisher 0, and misses 1's 12 (lost).
+	deliver(b, 1, 10, 11, 13, 14, 15)
+
+	got := accountSends(p, []*subStats{a, b}, pubs)
+	want := sendAccount{acked: 6 + 6, unacked: 3, rejected: 1, missingAcked: 1 + 6 + 1, missingUnacked: 2 + 3, missingRejected: 1 + 1}
+	if got != want {
+		t.Fatalf("accountSends = %+v, want %+v", got, want)
+	}
+	r := buildResult(cfg, p, 0, []*subStats{a, b}, pubs, (10+6)*2)
+	if r.Expected != 32 || r.Delivered != 17 || r.Missing != 15 || r.Lost != 8 || r.LostUnacked != 5 || r.LostRejected != 2 {
+		t.Errorf("result: expected %d, delivered %d, missing %d, lost %d, lost unacked %d, lost rejected %d; want 32, 17, 15, 8, 5, 2",
+			r.Expected, r.Delivered, r.Missing, r.Lost, r.LostUnacked, r.LostRejected)
+	}
+	var text strings.Builder
+	if err := r.write(&text, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "missing 15: lost 8 (acked, not delivered), of unacked sends 5") {
+		t.Errorf("report does not split the missing deliveries:\n%s", text.String())
+	}
+	var js strings.Builder
+	if err := r.write(&js, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{`"lost": 8`, `"lost_unacked": 5`, `"lost_rejected": 2`, `"acked": 12`, `"unacked": 3`, `"missing": 15`} {
+		if !strings.Contains(js.String(), f) {
+			t.Errorf("-json output lacks %s:\n%s", f, js.String())
+		}
 	}
 }

@@ -39,7 +39,9 @@ func withToken(ctx context.Context, token string) context.Context {
 // openStream opens a Stream on cc with the long-lived context sctx and joins
 // room as user (live messages only, no events). setup bounds the opening:
 // when it ends first, the stream is cancelled.
-func openStream(setup, sctx context.Context, cc *grpc.ClientConn, user, room string) (grpc.BidiStreamingClient[api.Message, api.Message], error) {
+// With events, the stream gets an acknowledgement (or an error) for each
+// message it sends: the publishers' streams ask for them.
+func openStream(setup, sctx context.Context, cc *grpc.ClientConn, user, room string, events bool) (grpc.BidiStreamingClient[api.Message, api.Message], error) {
 	sctx, cancel := context.WithCancel(sctx)
 	stop := context.AfterFunc(setup, cancel)
 	defer stop()
@@ -48,7 +50,7 @@ func openStream(setup, sctx context.Context, cc *grpc.ClientConn, user, room str
 		cancel()
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	if err := stream.Send(&api.Message{User: user, Room: room, Join: &api.Join{NoHistory: true}}); err != nil {
+	if err := stream.Send(&api.Message{User: user, Room: room, Join: &api.Join{NoHistory: true, Events: events}}); err != nil {
 		cancel()
 		return nil, fmt.Errorf("join: %w", err)
 	}
@@ -66,7 +68,7 @@ type grpcSub struct {
 
 func dialGRPCSub(ctx context.Context, cfg *config, i int, cc *grpc.ClientConn) (*grpcSub, error) {
 	sctx, cancel := context.WithCancel(withToken(context.Background(), cfg.token))
-	stream, err := openStream(ctx, sctx, cc, subUser(i), cfg.room(i%cfg.rooms))
+	stream, err := openStream(ctx, sctx, cc, subUser(i), cfg.room(i%cfg.rooms), false)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)

@@ -38,8 +38,12 @@ func dialWS(ctx context.Context, addr, token string) (net.Conn, *bufio.Reader, e
 
 // joinFrame is the first frame of a stream: join room as user, live
 // messages only, no events.
-func joinFrame(user, room string) ws.Frame {
-	b, err := json.Marshal(map[string]any{"user": user, "room": room, "join": map[string]any{"noHistory": true}})
+func joinFrame(user, room string, events bool) ws.Frame {
+	join := map[string]any{"noHistory": true}
+	if events {
+		join["events"] = true // acknowledgements for a publisher
+	}
+	b, err := json.Marshal(map[string]any{"user": user, "room": room, "join": join})
 	if err != nil {
 		panic(err) // strings and a bool always marshal
 	}
@@ -171,7 +175,7 @@ func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, er
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)
 	}
 	s := &wsSub{conn: conn, r: newFrameReader(conn, br, bufSize), id: i}
-	if err := s.write(joinFrame(subUser(i), cfg.room(i%cfg.rooms))); err != nil {
+	if err := s.write(joinFrame(subUser(i), cfg.room(i%cfg.rooms), false)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("subscriber %d: join: %w", i, err)
 	}

@@ -59,6 +59,31 @@ type Config struct {
 	Buffer int
 	// Logger receives reconnect notices; nil discards them.
 	Logger *slog.Logger
+
+	// HeartbeatTimeout is how long the client waits for a frame from the
+	// node (a message, an event, or the KIND_HEARTBEAT a node sends to a
+	// stream that has been silent for its -heartbeat) before it treats
+	// the connection as dead: a frozen or black-holed node. The client
+	// then closes the connection, reconnects to the next address and
+	// resumes. It bounds the dial and the join too. The node checks for
+	// silent streams every half -heartbeat, so a live node's silent
+	// stream hears from it at least every 1.5 × -heartbeat: keep this
+	// above that. Zero means 45 s, for the node's default -heartbeat of
+	// 25 s; negative disables the check.
+	HeartbeatTimeout time.Duration
+	// AckTimeout is how long a send waits for its acknowledgement on one
+	// connection before the client treats that connection as dead (as
+	// for HeartbeatTimeout); the send is then retried with its client id
+	// on the next connection, so it is stored once. Zero means 10 s;
+	// negative disables it. The whole send is bounded by its ctx.
+	AckTimeout time.Duration
+	// Keepalive is the interval of the client's keepalive pings on an
+	// idle connection (gRPC HTTP/2 pings, WebSocket pings), and
+	// KeepaliveTimeout how long it waits for the answer before it treats
+	// the connection as dead. Zero means 15 s and 5 s. gRPC pings more
+	// often than every 10 s are raised to 10 s, the least the node's
+	// enforcement policy accepts (min(10 s, -grpc-keepalive)).
+	Keepalive, KeepaliveTimeout time.Duration
 }
 
 // Client is a resilient chat stream.
@@ -68,7 +93,7 @@ type Client struct {
 	msgs chan *api.Message
 
 	mu      sync.Mutex
-	conn    conn
+	conn    *link // the live connection, nil between connections
 	epoch   string
 	lastSeq uint64
 	pending map[string]*pendingSend // by client id, until acknowledged
@@ -85,7 +110,12 @@ type Client struct {
 }
 
 type pendingSend struct {
-	msg  *api.Message
+	msg *api.Message
+	// on and at say which connection last carried the send, and when;
+	// nil while no connection owes an answer (not yet live, or waiting
+	// out an Unavailable backoff). Guarded by Client.mu.
+	on   *link
+	at   time.Time
 	done chan *api.Message // receives the ack, or an error that ends the send
 	// retry receives the retry_after_ms of an Unavailable error: the node
 	// could not store the message (its Redis is down) but kept the stream,
@@ -100,8 +130,26 @@ const codeUnavailable = 14
 type conn interface {
 	send(m *api.Message) error
 	recv() (*api.Message, error)
+	// ping checks that the peer answers (a WebSocket ping and its pong);
+	// nil when the transport has its own keepalive (gRPC).
+	ping(ctx context.Context) error
 	close()
 }
+
+// link is a live connection and the way to end it: kill cancels its
+// session's context with a cause, which ends any send or recv in
+// progress and makes the session reconnect.
+type link struct {
+	conn
+	kill context.CancelCauseFunc
+}
+
+// Why a connection was given up as dead; logged as the reconnect's err.
+var (
+	errSilent      = errors.New("client: no frame from the node within the heartbeat timeout")
+	errAckTimeout  = errors.New("client: no acknowledgement within the ack timeout")
+	errPingTimeout = errors.New("client: no pong within the keepalive timeout")
+)
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("client: closed")
@@ -125,6 +173,18 @@ func Dial(cfg Config) (*Client, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = 45 * time.Second
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = 15 * time.Second
+	}
+	if cfg.KeepaliveTimeout <= 0 {
+		cfg.KeepaliveTimeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
@@ -203,6 +263,9 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 	c.pending[m.ClientId] = p
 	c.order = append(c.order, m.ClientId)
 	cn := c.conn
+	if cn != nil {
+		p.on, p.at = cn, time.Now()
+	}
 	c.mu.Unlock()
 	if cn != nil {
 		// A failed send is retried after the reconnect.
@@ -212,7 +275,15 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 	var (
 		timer *time.Timer
 		wait  <-chan time.Time
+		// ackWait fires when the connection that carried the send may
+		// have owed its answer for AckTimeout.
+		ackWait <-chan time.Time
 	)
+	if c.cfg.AckTimeout > 0 {
+		t := time.NewTimer(c.cfg.AckTimeout)
+		defer t.Stop()
+		ackWait = t.C
+	}
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -220,6 +291,8 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 	}()
 	for {
 		select {
+		case <-ackWait:
+			ackWait = c.checkAck(p)
 		case ack := <-p.done:
 			if ack.GetKind() == api.Kind_KIND_ERROR {
 				return ack, fmt.Errorf("client: send rejected: %s", ack.GetError().GetMessage())
@@ -241,6 +314,9 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 			c.mu.Lock()
 			_, still := c.pending[m.ClientId]
 			cn := c.conn
+			if still && cn != nil {
+				p.on, p.at = cn, time.Now()
+			}
 			c.mu.Unlock()
 			if still && cn != nil {
 				// Same client id: if an earlier try was stored after all,
@@ -256,6 +332,29 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 			return nil, ErrClosed
 		}
 	}
+}
+
+// checkAck kills the connection that has owed p's answer for AckTimeout,
+// so that the send is retried on the next one, and returns when to check
+// again.
+func (c *Client) checkAck(p *pendingSend) <-chan time.Time {
+	c.mu.Lock()
+	next := c.cfg.AckTimeout
+	var dead *link
+	if _, still := c.pending[p.msg.ClientId]; still && p.on != nil && p.on == c.conn {
+		if owed := time.Since(p.at); owed >= c.cfg.AckTimeout {
+			dead = p.on
+			p.on = nil
+		} else {
+			next -= owed
+		}
+	}
+	c.mu.Unlock()
+	if dead != nil {
+		c.log.Info("send unacknowledged; dropping the connection", "client_id", p.msg.ClientId, "after", c.cfg.AckTimeout)
+		dead.kill(errAckTimeout)
+	}
+	return time.After(next)
 }
 
 func (c *Client) dropPendingLocked(id string) {
@@ -306,13 +405,44 @@ func (c *Client) run(ctx context.Context) {
 	}
 }
 
-// session runs one connection until it fails.
-func (c *Client) session(ctx context.Context, addr string, resume bool) error {
-	cn, err := c.connect(ctx, addr)
+// session runs one connection until it fails. A watchdog cancels the
+// session's context, with errSilent as the cause, when no frame has come
+// for HeartbeatTimeout while the session waits for one (dialling,
+// joining, or reading): a frozen node answers neither data nor pings,
+// and the kernel keeps its sockets open, so nothing else would end the
+// connection.
+func (c *Client) session(ctx context.Context, addr string, resume bool) (err error) {
+	sctx, kill := context.WithCancelCause(ctx)
+	defer kill(nil)
+	defer func() {
+		// Report why the connection was given up, not "context canceled".
+		if cause := context.Cause(sctx); err != nil && ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
+	}()
+	arm, disarm := func() {}, func() {}
+	if d := c.cfg.HeartbeatTimeout; d > 0 {
+		t := time.AfterFunc(d, func() { kill(errSilent) })
+		defer t.Stop()
+		arm = func() { t.Reset(d) }
+		disarm = func() { t.Stop() }
+	}
+	cn, err := c.connect(sctx, addr)
 	if err != nil {
 		return err
 	}
 	defer cn.close()
+	l := &link{conn: cn, kill: kill}
+	var wg sync.WaitGroup
+	defer func() {
+		kill(nil) // ends the keepalive when the connection failed by itself
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.keepalive(sctx, l)
+	}()
 	c.mu.Lock()
 	join := &api.Join{Events: true, History: int32(c.cfg.History), NoHistory: c.cfg.NoHistory}
 	if resume && (c.lastSeq > 0 || c.epoch != "") {
@@ -325,17 +455,21 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) error {
 		return err
 	}
 	for {
+		arm()
 		m, err := cn.recv()
+		// Not while the message waits for room in Messages: a slow
+		// consumer is not a dead node.
+		disarm()
 		if err != nil {
 			c.mu.Lock()
-			if c.conn == cn {
+			if c.conn == l {
 				c.conn = nil
 				c.live = make(chan struct{})
 			}
 			c.mu.Unlock()
 			return err
 		}
-		c.handle(cn, m)
+		c.handle(l, m)
 		select {
 		case c.msgs <- m:
 		case <-ctx.Done():
@@ -344,7 +478,31 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) error {
 	}
 }
 
-func (c *Client) handle(cn conn, m *api.Message) {
+// keepalive pings the node every Keepalive and kills the connection when
+// a pong is not back within KeepaliveTimeout, until ctx ends. gRPC
+// connections have keepalive pings of their own (transport.go).
+func (c *Client) keepalive(ctx context.Context, l *link) {
+	t := time.NewTicker(c.cfg.Keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.KeepaliveTimeout)
+		err := l.ping(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				l.kill(fmt.Errorf("%w: %v", errPingTimeout, err))
+			}
+			return
+		}
+	}
+}
+
+func (c *Client) handle(cn *link, m *api.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch m.GetKind() {
@@ -362,14 +520,18 @@ func (c *Client) handle(cn conn, m *api.Message) {
 		c.conn = cn
 		close(c.live)
 		// Retry what the previous connection left unacknowledged, in order.
+		now := time.Now()
 		for _, id := range c.order {
-			_ = cn.send(c.pending[id].msg)
+			p := c.pending[id]
+			p.on, p.at = cn, now
+			_ = cn.send(p.msg)
 		}
 	case api.Kind_KIND_ACK, api.Kind_KIND_ERROR:
 		p := c.pending[m.GetClientId()]
 		switch {
 		case p == nil:
 		case m.GetKind() == api.Kind_KIND_ERROR && m.GetError().GetCode() == codeUnavailable:
+			p.on = nil // answered: the node is alive, and retries after a backoff
 			select {
 			case p.retry <- m.GetError().GetRetryAfterMs():
 			default: // a retry is already due

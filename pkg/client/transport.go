@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -35,7 +36,17 @@ func (c *Client) dialGRPC(ctx context.Context, addr string) (conn, error) {
 	if c.cfg.TLS != nil {
 		creds = credentials.NewTLS(c.cfg.TLS)
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		// HTTP/2 pings on a connection that has been idle for Keepalive,
+		// which is dropped if the answer is not back in KeepaliveTimeout.
+		// grpc-go raises Time to at least 10 s, which the node's
+		// enforcement policy (MinTime min(10 s, -grpc-keepalive),
+		// PermitWithoutStream) accepts.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                c.cfg.Keepalive,
+			Timeout:             c.cfg.KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
@@ -60,6 +71,9 @@ func (g *grpcConn) send(m *api.Message) error {
 }
 func (g *grpcConn) recv() (*api.Message, error) { return g.stream.Recv() }
 func (g *grpcConn) close()                      { g.cancel(); g.cc.Close() }
+
+// ping is a no-op: the connection has gRPC keepalive (dialGRPC).
+func (g *grpcConn) ping(context.Context) error { return nil }
 
 type wsConn struct {
 	c      *websocket.Conn
@@ -116,3 +130,7 @@ func (w *wsConn) recv() (*api.Message, error) {
 }
 
 func (w *wsConn) close() { w.cancel(); w.c.CloseNow() }
+
+// ping sends a WebSocket ping and waits for its pong (read by recv's
+// loop, which always runs while the session does).
+func (w *wsConn) ping(ctx context.Context) error { return w.c.Ping(ctx) }

@@ -18,7 +18,10 @@ var ErrUnavailable = errors.New("presence: store unavailable")
 // Redis keeps presence in a sorted set per room, `<prefix>{<room>}:presence`
 // (the room's hash tag, like its log), whose members are "<user>\x00<node>"
 // scored by expiry in unix milliseconds, plus a cluster-wide sorted set
-// `<prefix>presence:users` with the same members, for ActiveUsers.
+// `<prefix>presence:users` with the same members, for ActiveUsers. Every
+// join and refresh prunes the cluster-wide set and extends its TTL to its
+// newest member's expiry, so it empties and expires by itself once no node
+// has anyone to refresh.
 type Redis struct {
 	client redis.UniversalClient
 	prefix string
@@ -69,6 +72,26 @@ until cursor == '0'
 return still
 `)
 
+// usersScript records members (ARGV[3], ARGV[4], ...) in the cluster-wide
+// set with expiry ARGV[1], prunes the members that expired by ARGV[2]
+// (now), and makes the key live at least until ARGV[1]: the key dies with
+// its last member when no node refreshes it any more (all users left, or
+// their nodes died), and a short refresh (a draining node's grace) never
+// shortens it under another node's longer records. Its PTTL is -1 on a
+// key created before it had a TTL, which gets one.
+var usersScript = redis.NewScript(`
+local exp, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], exp, ARGV[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local left = exp - now
+if left > 0 and redis.call('PTTL', KEYS[1]) < left then
+  redis.call('PEXPIRE', KEYS[1], left)
+end
+return 0
+`)
+
 // countScript counts distinct live users in a set without sending them.
 var countScript = redis.NewScript(`
 local ms = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
@@ -94,7 +117,7 @@ func (r *Redis) Join(ctx context.Context, room, user, node string, ttl time.Dura
 	if err != nil {
 		return false, wrap("join", room, err)
 	}
-	if err := r.client.ZAdd(ctx, r.allKey(), redis.Z{Score: float64(exp), Member: user + "\x00" + node}).Err(); err != nil {
+	if err := usersScript.Run(ctx, r.client, []string{r.allKey()}, exp, now, user+"\x00"+node).Err(); err != nil {
 		return false, wrap("join", room, err)
 	}
 	return was == 1, nil
@@ -115,16 +138,20 @@ func (r *Redis) Refresh(ctx context.Context, room, node string, users []string, 
 	if len(users) == 0 {
 		return nil
 	}
-	exp := float64(nowMs() + ttl.Milliseconds())
+	now := nowMs()
+	exp := now + ttl.Milliseconds()
 	zs := make([]redis.Z, len(users))
+	args := make([]any, 0, 2+len(users))
+	args = append(args, exp, now)
 	for i, u := range users {
-		zs[i] = redis.Z{Score: exp, Member: u + "\x00" + node}
+		zs[i] = redis.Z{Score: float64(exp), Member: u + "\x00" + node}
+		args = append(args, u+"\x00"+node)
 	}
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, r.roomKey(room), zs...)
 		p.PExpire(ctx, r.roomKey(room), 2*ttl)
-		p.ZAdd(ctx, r.allKey(), zs...)
-		p.ZRemRangeByScore(ctx, r.allKey(), "-inf", strconv.FormatInt(nowMs(), 10))
+		// Eval, not Run: a pipeline cannot fall back from EVALSHA.
+		usersScript.Eval(ctx, p, []string{r.allKey()}, args...)
 		return nil
 	})
 	if err != nil {
