@@ -148,14 +148,22 @@ func (s *RedisServer) start() error {
 // until it answers as its own process. done is closed when it has exited.
 func startRedisProcess(bin, dir, addr string, extra ...string) (cmd *exec.Cmd, done chan struct{}, err error) {
 	_, port, _ := net.SplitHostPort(addr)
+	args := append([]string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
+	return startServerProcess(bin, dir, addr, args...)
+}
+
+// startServerProcess runs bin with args, a redis-server (or redis-sentinel)
+// that will listen on addr, logging to a file in dir, and waits until it
+// answers as its own process. done is closed when it has exited.
+func startServerProcess(bin, dir, addr string, args ...string) (cmd *exec.Cmd, done chan struct{}, err error) {
+	_, port, _ := net.SplitHostPort(addr)
 	logPath := filepath.Join(dir, "redis-"+port+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer logFile.Close()
-	args := append([]string{"--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
 	cmd = exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
