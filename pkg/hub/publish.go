@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -178,6 +179,9 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 	res, err := h.cfg.Broker.Publish(ctx, m.Room, data, opts)
 	if err != nil {
 		h.metrics.publishErrors.Inc()
+		if errors.Is(err, pubsub.ErrNotReplicated) {
+			return res, &Error{Kind: KindUnavailable, Msg: "message may or may not be stored (not confirmed by enough Redis replicas); retry with the same client id", Err: err}
+		}
 		return res, &Error{Kind: KindUnavailable, Msg: "message not sent: the message bus is unavailable; retry", Err: err}
 	}
 	if !opts.Ephemeral {
