@@ -92,6 +92,7 @@ type Redis struct {
 
 	closing chan struct{}    // closed by Close
 	pubs    chan *publishReq // stored publishes waiting for the batcher
+	health  *subHealth       // what the receive loop last proved (health.go)
 	wg      sync.WaitGroup
 }
 
@@ -138,6 +139,7 @@ func NewRedis(cfg RedisConfig) *Redis {
 		lost:    make(chan struct{}),
 		closing: make(chan struct{}),
 		pubs:    make(chan *publishReq, maxPublishBatch),
+		health:  newSubHealth(),
 	}
 	b.wg.Add(1)
 	go b.batchPublishes()
