@@ -116,6 +116,7 @@ func (c *Cluster) stopAll() {
 	c.mu.Unlock()
 	for _, p := range nodes {
 		if p.cmd != nil {
+			_ = p.cmd.Process.Signal(syscall.SIGCONT) // a Paused node handles no SIGTERM
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
@@ -531,4 +532,42 @@ func (c *Cluster) migrateSlot(slot int, to string) error {
 func (c *Cluster) WaitConverged() {
 	c.tb.Helper()
 	c.eventually(func() error { return c.converged(context.Background(), 0, 0) })
+}
+
+// ReplicasOf returns the live replicas of the master at addr (as their
+// INFO replication says).
+func (c *Cluster) ReplicasOf(master string) []string {
+	c.tb.Helper()
+	_, mport, _ := net.SplitHostPort(master)
+	var out []string
+	for _, a := range c.Live() {
+		info, err := c.Client(a).Info(context.Background(), "replication").Result()
+		if err != nil {
+			c.tb.Fatalf("testutil: INFO replication of %s: %v", a, err)
+		}
+		if strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+mport+"\r\n") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Pause stops the node at addr with SIGSTOP; Resume continues it (cleanup
+// does too, before it stops the node).
+func (c *Cluster) Pause(addr string) { c.tb.Helper(); c.signalProc(addr, syscall.SIGSTOP) }
+
+// Resume continues a node stopped by Pause.
+func (c *Cluster) Resume(addr string) { c.tb.Helper(); c.signalProc(addr, syscall.SIGCONT) }
+
+func (c *Cluster) signalProc(addr string, sig syscall.Signal) {
+	c.tb.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if n.addr == addr && !n.killed {
+			_ = n.cmd.Process.Signal(sig)
+			return
+		}
+	}
+	c.tb.Fatalf("testutil: no running cluster node at %s", addr)
 }

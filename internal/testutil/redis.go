@@ -99,6 +99,32 @@ func (s *RedisServer) Kill() {
 	s.signal(syscall.SIGKILL, 0)
 }
 
+// Pause stops the server with SIGSTOP, as a stuck host would: connections
+// stay open and nothing answers. Resume continues it (Stop does too). It
+// skips the test for an external server.
+func (s *RedisServer) Pause() {
+	s.tb.Helper()
+	s.signalRunning(syscall.SIGSTOP)
+}
+
+// Resume continues a server stopped by Pause.
+func (s *RedisServer) Resume() {
+	s.tb.Helper()
+	s.signalRunning(syscall.SIGCONT)
+}
+
+func (s *RedisServer) signalRunning(sig syscall.Signal) {
+	s.tb.Helper()
+	if s.external {
+		s.tb.Skip("testutil: REDIS_ADDR is set: cannot stop an external Redis")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
 // Restart kills the server and starts a new one on the same port, with no
 // data. It skips the test for an external server.
 func (s *RedisServer) Restart() {
@@ -117,6 +143,7 @@ func (s *RedisServer) signal(sig syscall.Signal, grace time.Duration) {
 	if s.cmd == nil {
 		return
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a Paused server handles no other signal
 	_ = s.cmd.Process.Signal(sig)
 	if grace > 0 {
 		t := time.NewTimer(grace)
@@ -148,14 +175,22 @@ func (s *RedisServer) start() error {
 // until it answers as its own process. done is closed when it has exited.
 func startRedisProcess(bin, dir, addr string, extra ...string) (cmd *exec.Cmd, done chan struct{}, err error) {
 	_, port, _ := net.SplitHostPort(addr)
+	args := append([]string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
+	return startServerProcess(bin, dir, addr, args...)
+}
+
+// startServerProcess runs bin with args, a redis-server (or redis-sentinel)
+// that will listen on addr, logging to a file in dir, and waits until it
+// answers as its own process. done is closed when it has exited.
+func startServerProcess(bin, dir, addr string, args ...string) (cmd *exec.Cmd, done chan struct{}, err error) {
+	_, port, _ := net.SplitHostPort(addr)
 	logPath := filepath.Join(dir, "redis-"+port+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer logFile.Close()
-	args := append([]string{"--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
 	cmd = exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

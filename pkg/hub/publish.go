@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -191,7 +192,10 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 		// connection lost after the write): the sender must not be told it
 		// was not stored.
 		msg := "message may or may not be stored: the message bus did not answer; retry with the same client_id"
-		if m.ClientId == "" {
+		switch {
+		case errors.Is(err, pubsub.ErrNotReplicated):
+			msg = "message may or may not be stored (not confirmed by enough Redis replicas); retry with the same client_id"
+		case m.ClientId == "":
 			msg = "message may or may not be stored: the message bus did not answer; a retry may store it twice (send a client_id to make retries safe)"
 		}
 		return res, &Error{Kind: KindUnavailable, Msg: msg, Err: err}

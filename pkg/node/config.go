@@ -59,6 +59,10 @@ type Config struct {
 	MetricsToken string
 	MetricsAddr  string
 
+	// Replication-aware acknowledgements (see the flags' usage).
+	RedisMinReplicas    int
+	RedisReplicaTimeout time.Duration
+
 	JWTSecret    string
 	JWTPublicKey string
 	JWTJWKS      string
@@ -121,6 +125,12 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	if (c.TLSCert == "") != (c.TLSKey == "") || (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
 		return c, fmt.Errorf("node: a TLS certificate needs its key, and a key its certificate")
 	}
+	if c.RedisMinReplicas < 0 || c.RedisReplicaTimeout <= 0 {
+		return c, fmt.Errorf("node: -redis-min-replicas must not be negative and -redis-replica-timeout must be positive")
+	}
+	if c.RedisMinReplicas > 0 && c.RedisURL == "" {
+		return c, fmt.Errorf("node: -redis-min-replicas needs -redis-url")
+	}
 	if c.HistorySize <= 0 {
 		return c, fmt.Errorf("node: -history-size must be positive")
 	}
@@ -151,7 +161,9 @@ var flagHelp = flag.ErrHelp
 func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics)")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://host:port/db, or a Redis Cluster as redis-cluster://host1:port1,host2:port2,... (sharded pub/sub); empty runs on the embedded in-memory default")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://[user:pass@]host:port/db; a Redis Cluster as redis-cluster://[user:pass@]host1:port1,host2:port2,...[?prefix=P] (sharded pub/sub); a master watched by Redis Sentinel as redis-sentinel://[user:pass@]sentinel1:port1,sentinel2:port2,.../master-name[?db=N&prefix=P&sentinel_password=S] (follows failovers); empty runs on the embedded in-memory default")
+	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", 0, "acknowledge a message only once this many Redis replicas have it (WAIT after the publish, same round trip); otherwise the sender gets Unavailable \"may or may not be stored\" and retries with its client id. 0: off (acknowledged once the master stored it)")
+	fs.DurationVar(&c.RedisReplicaTimeout, "redis-replica-timeout", 500*time.Millisecond, "how long a publish waits for -redis-min-replicas replicas before the sender is answered Unavailable")
 	fs.IntVar(&c.HistorySize, "history-size", 100, "messages kept per room and replayed on join (last N)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long an idle room's history is kept (in Redis, or in memory without Redis)")
 	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 16<<10, "largest message text accepted, in bytes")

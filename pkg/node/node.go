@@ -26,6 +26,7 @@ import (
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/hub"
+	"example.com/chat/pkg/pubsub"
 	"example.com/chat/pkg/rpc"
 	"example.com/chat/pkg/web"
 	"example.com/chat/pkg/ws"
@@ -196,7 +197,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		return be.ping(pctx)
+		if err := be.ping(pctx); err != nil {
+			return err
+		}
+		// Redis answering is not enough: a dead subscription connection
+		// loses every delivery while commands still work.
+		if hc, ok := be.broker.(pubsub.HealthChecker); ok {
+			return hc.Healthy()
+		}
+		return nil
 	}
 
 	guard := &restGuard{verifier: v, readTimeout: cfg.HTTPReadTimeout, writeTimeout: cfg.HTTPWriteTimeout, maxBody: cfg.MaxBodyBytes}

@@ -20,6 +20,9 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 	if isClusterURL(cfg.RedisURL) {
 		return openRedisCluster(ctx, cfg, log)
 	}
+	if isSentinelURL(cfg.RedisURL) {
+		return openRedisSentinel(ctx, cfg, log)
+	}
 	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("node: -redis-url: %w", err)
@@ -27,30 +30,51 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 	// Fail fast while Redis is down, so clients get a clear Unavailable
 	// instead of waiting; go-redis retries and redials by itself.
 	opts.DialTimeout = 2 * time.Second
-	opts.ReadTimeout = 2 * time.Second
+	opts.ReadTimeout = readTimeout(cfg)
 	opts.WriteTimeout = 2 * time.Second
 	opts.MaxRetries = 1
 	opts.DialerRetries = 1
-	client := redis.NewClient(opts)
+	return redisBackends(ctx, cfg, log, "redis", redis.NewClient(opts), "")
+}
+
+// readTimeout is the Redis clients' read timeout: short, so that a dead
+// Redis fails a request fast, yet longer than a publish's WAIT for
+// -redis-min-replicas (go-redis reads a pipeline's replies under it).
+func readTimeout(cfg Config) time.Duration {
+	d := 2 * time.Second
+	if cfg.RedisMinReplicas > 0 {
+		d = max(d, cfg.RedisReplicaTimeout+time.Second)
+	}
+	return d
+}
+
+// redisBackends builds the backends of a single Redis, or of the master
+// of a Sentinel deployment (client is then go-redis's failover client,
+// which follows the master across failovers, pub/sub included), with the
+// key prefix (empty: history.DefaultPrefix).
+func redisBackends(ctx context.Context, cfg Config, log *slog.Logger, name string, client *redis.Client, prefix string) (*backends, error) {
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
-		log.Warn("redis unreachable at start; serving not-ready until it answers", "err", err)
+		log.Warn("redis unreachable at start; serving not-ready until it answers", "err", err, "backend", name)
 	}
 	b := pubsub.NewRedis(pubsub.RedisConfig{
-		Client:      client,
-		HistorySize: cfg.HistorySize,
-		HistoryTTL:  cfg.HistoryTTL,
-		Logger:      log,
+		Client:         client,
+		Prefix:         prefix,
+		HistorySize:    cfg.HistorySize,
+		HistoryTTL:     cfg.HistoryTTL,
+		MinReplicas:    cfg.RedisMinReplicas,
+		ReplicaTimeout: cfg.RedisReplicaTimeout,
+		Logger:         log,
 	})
 	return &backends{
-		name:     "redis",
+		name:     name,
 		broker:   b,
-		history:  history.NewRedis(history.RedisConfig{Client: client}),
-		presence: presence.NewRedis(client, ""),
+		history:  history.NewRedis(history.RedisConfig{Client: client, Prefix: prefix}),
+		presence: presence.NewRedis(client, prefix),
 		ping:     func(ctx context.Context) error { return client.Ping(ctx).Err() },
 		redis:    client,
-		prefix:   history.DefaultPrefix,
+		prefix:   history.NewKeys(prefix).Prefix(),
 		close: func() {
 			b.Close()
 			client.Close()

@@ -106,7 +106,7 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 		Username:      u.Username,
 		Password:      u.Password,
 		DialTimeout:   2 * time.Second,
-		ReadTimeout:   2 * time.Second,
+		ReadTimeout:   readTimeout(cfg),
 		WriteTimeout:  2 * time.Second,
 		MaxRetries:    1,
 		DialerRetries: 1,
@@ -132,6 +132,9 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 		HistorySize: cfg.HistorySize,
 		HistoryTTL:  cfg.HistoryTTL,
 		Logger:      log,
+
+		MinReplicas:    cfg.RedisMinReplicas,
+		ReplicaTimeout: cfg.RedisReplicaTimeout,
 	})
 	return &backends{
 		name:     "redis-cluster",

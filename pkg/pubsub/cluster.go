@@ -36,6 +36,10 @@ type RedisClusterConfig struct {
 	// before the broker pings its master, and how long it then waits for
 	// the answer before it reconnects. Zero means three seconds.
 	PingInterval time.Duration
+	// MinReplicas and ReplicaTimeout are as in RedisConfig; the WAIT goes
+	// to the room's master, on the connection that ran the script.
+	MinReplicas    int
+	ReplicaTimeout time.Duration
 	// Logger receives connection lifecycle events and malformed
 	// deliveries. Nil discards them.
 	Logger *slog.Logger
@@ -167,10 +171,15 @@ func (b *RedisCluster) Publish(ctx context.Context, room string, data []byte, op
 	if opts.IdempotencyKey != "" {
 		keys = append(keys, b.keys.Idempotency(room, opts.IdempotencyKey))
 	}
-	reply, err := shardedPublishScript.Run(ctx, b.client, keys,
-		data, newEpoch(), b.cfg.HistorySize,
-		b.cfg.HistoryTTL.Milliseconds(), idempotencyTTL(b.cfg.IdempotencyTTL, opts).Milliseconds(), channel,
-	).Slice()
+	args := []any{data, newEpoch(), b.cfg.HistorySize,
+		b.cfg.HistoryTTL.Milliseconds(), idempotencyTTL(b.cfg.IdempotencyTTL, opts).Milliseconds(), channel}
+	var reply []any
+	var err error
+	if b.cfg.MinReplicas > 0 {
+		reply, err = b.publishReplicated(ctx, keys, args...)
+	} else {
+		reply, err = shardedPublishScript.Run(ctx, b.client, keys, args...).Slice()
+	}
 	if err != nil {
 		b.failed(err)
 		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)

@@ -42,6 +42,17 @@ type RedisConfig struct {
 	// before the broker pings Redis, and how long it then waits for the
 	// answer before it reconnects. Zero means three seconds.
 	PingInterval time.Duration
+	// MinReplicas, when positive, makes a stored publish succeed only once
+	// at least that many replicas acknowledged it: each pipeline of
+	// publish scripts ends with WAIT MinReplicas ReplicaTimeout on the
+	// same connection, and a publish whose WAIT reports fewer replicas
+	// fails with ErrNotReplicated (it may or may not be stored, and may
+	// or may not survive a failover). Zero means off: acknowledged once
+	// the master ran the script. See redis_wait.go.
+	MinReplicas int
+	// ReplicaTimeout bounds the WAIT of MinReplicas. Zero means 500 ms. It
+	// must stay below the client's read timeout.
+	ReplicaTimeout time.Duration
 	// Logger receives connection lifecycle events (lost, restored) and
 	// malformed deliveries. Nil discards them.
 	Logger *slog.Logger
@@ -81,6 +92,7 @@ type Redis struct {
 
 	closing chan struct{}    // closed by Close
 	pubs    chan *publishReq // stored publishes waiting for the batcher
+	health  *subHealth       // what the receive loop last proved (health.go)
 	wg      sync.WaitGroup
 }
 
@@ -127,6 +139,7 @@ func NewRedis(cfg RedisConfig) *Redis {
 		lost:    make(chan struct{}),
 		closing: make(chan struct{}),
 		pubs:    make(chan *publishReq, maxPublishBatch),
+		health:  newSubHealth(),
 	}
 	b.wg.Add(1)
 	go b.batchPublishes()
@@ -152,7 +165,10 @@ func (b *Redis) Register(h Handler) {
 //	ARGV[3] history size, ARGV[4] history TTL (ms),
 //	ARGV[5] idempotency TTL (ms), ARGV[6] channel
 //
-// It returns {seq, epoch, duplicate (0 or 1)}. A room without meta has lost
+// It returns {seq, epoch, duplicate (0 or 1)}. A duplicate refreshes its
+// idempotency key: that write, replicated after the original message,
+// lets the WAIT of RedisConfig.MinReplicas prove the original replicated
+// too (WAIT counts the connection's own last write). A room without meta has lost
 // its log (expired, evicted, or Redis restarted): its new epoch starts on an
 // empty list. The idempotency key remembers "<epoch>:<seq>", so a key from a
 // lost epoch does not turn a new message into a duplicate of a message that
@@ -174,6 +190,7 @@ if KEYS[3] then
   if seen then
     local sep = string.find(seen, ':', 1, true)
     if sep and string.sub(seen, 1, sep - 1) == epoch then
+      redis.call('PEXPIRE', KEYS[3], ARGV[5])
       return {string.sub(seen, sep + 1), epoch, 1}
     end
   end

@@ -65,14 +65,21 @@ func (b *Redis) runBatch(batch []*publishReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout(batch))
 	defer cancel()
 	cmds := make([]*redis.Cmd, len(batch))
+	// waits[i] is the WAIT that ends the pipeline which ran batch[i]'s
+	// script last (nil without MinReplicas): it must go out on the same
+	// connection, after the script, to count the replicas that have it.
+	waits := make([]*redis.Cmd, len(batch))
+	var wait *redis.Cmd
 	_, _ = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, r := range batch {
 			cmds[i] = publishScript.EvalSha(ctx, p, r.keys, r.args...)
 		}
+		wait = b.appendWait(ctx, p)
 		return nil
 	})
 	var retry []int
 	for i, c := range cmds {
+		waits[i] = wait
 		if err := c.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			retry = append(retry, i)
 		}
@@ -82,11 +89,18 @@ func (b *Redis) runBatch(batch []*publishReq) {
 			for _, i := range retry {
 				cmds[i] = publishScript.Eval(ctx, p, batch[i].keys, batch[i].args...)
 			}
+			wait = b.appendWait(ctx, p)
 			return nil
 		})
+		for _, i := range retry {
+			waits[i] = wait
+		}
 	}
 	for i, r := range batch {
 		reply, err := cmds[i].Slice()
+		if err == nil {
+			err = b.checkWait(waits[i])
+		}
 		r.done <- publishRes{reply: reply, err: err}
 	}
 }

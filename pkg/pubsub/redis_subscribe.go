@@ -225,6 +225,7 @@ func (b *Redis) receiveLoop() {
 		close(b.lost) // wakes Subscribe calls whose PING may be gone
 		b.lost = make(chan struct{})
 		b.mu.Unlock()
+		b.health.lost(why)
 		if !lost { // log once per outage, not once per retry
 			lost = true
 			b.log.Warn("subscriber connection lost", "reason", why, "err", err)
@@ -279,6 +280,7 @@ func (b *Redis) receiveLoop() {
 			continue
 		}
 		failures, pinged = 0, false
+		b.health.alive()
 
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -286,6 +288,7 @@ func (b *Redis) receiveLoop() {
 		case *redis.Pong:
 			if lost && probe != "" && m.Payload == probe {
 				lost, probe = false, ""
+				b.health.restored()
 				b.log.Info("subscriber connection restored")
 				if h := b.getHandler(); h != nil {
 					h.HandleReconnect()
