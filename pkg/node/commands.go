@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/certs"
 )
@@ -34,6 +36,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 			return healthcheckCmd(ctx, args[1:], getenv, stderr)
 		}
 	}
+	// Once per process: go-redis's logger is global (see redisLog).
+	redis.SetLogger(redisLogger{})
 	return Run(ctx, args, getenv, stdout, nil)
 }
 
