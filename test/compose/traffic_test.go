@@ -303,9 +303,9 @@ func maxDur(ds []time.Duration) time.Duration {
 	return ds[len(ds)-1]
 }
 
-// figures prints one check's figures, to the test log and to stdout.
+// figures logs one check's figures on a line starting "figures" (go test
+// -v prints them as they come).
 func figures(t *testing.T, check string, format string, args ...any) {
 	t.Helper()
-	line := fmt.Sprintf("figures %-16s "+format, append([]any{check + ":"}, args...)...)
-	t.Log(line)
+	t.Logf("figures %-16s "+format, append([]any{check + ":"}, args...)...)
 }
