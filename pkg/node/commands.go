@@ -1,17 +1,22 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/certs"
@@ -22,7 +27,8 @@ import (
 //
 //	token        mint a development JWT (HS256, with -jwt-secret / CHAT_JWT_SECRET)
 //	certs        generate a self-signed CA and server certificate
-//	healthcheck  exit 0 if a node's /readyz answers 200 (for container HEALTHCHECKs)
+//	healthcheck  exit 0 if a node's /readyz answers 200 (for container HEALTHCHECKs;
+//	             by default this node's, as CHAT_HTTP_ADDR and CHAT_HTTP_TLS_CERT set it)
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		var err error
@@ -41,6 +47,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		return err
 	}
+	// Once per process: go-redis's logger is global (see redisLog).
+	redis.SetLogger(redisLogger{})
 	return Run(ctx, args, getenv, stdout, nil)
 }
 
@@ -114,13 +122,14 @@ func certsCmd(args []string, stdout, stderr io.Writer) error {
 func healthcheckCmd(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
+	url := fs.String("url", "", "URL that must answer 200 (default: this node's /readyz on 127.0.0.1, over https when CHAT_HTTP_TLS_CERT is set, on the port of CHAT_HTTP_ADDR)")
 	caFile := fs.String("cacert", "", "PEM CA to trust for an https URL (for example the one `node certs` wrote)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	hc := http.DefaultClient
-	if *caFile != "" {
+	switch {
+	case *caFile != "":
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
 			return fmt.Errorf("healthcheck: %w", err)
@@ -130,6 +139,15 @@ func healthcheckCmd(ctx context.Context, args []string, getenv func(string) stri
 			return fmt.Errorf("healthcheck: no certificate in %s", *caFile)
 		}
 		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	case *url == "" && getenv("CHAT_HTTP_TLS_CERT") != "":
+		tc, err := ownCertTLS(getenv("CHAT_HTTP_TLS_CERT"))
+		if err != nil {
+			return err
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	if *url == "" {
+		*url = localReadyz(getenv)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -146,4 +164,58 @@ func healthcheckCmd(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("healthcheck: %s answered %s", *url, resp.Status)
 	}
 	return nil
+}
+
+// localReadyz is the /readyz of the node configured by the environment,
+// as a container's HEALTHCHECK sees it: on loopback unless CHAT_HTTP_ADDR
+// names a host, on its port (8080 by default), over https when
+// CHAT_HTTP_TLS_CERT is set.
+func localReadyz(getenv func(string) string) string {
+	host, port := "127.0.0.1", "8080"
+	if addr := getenv("CHAT_HTTP_ADDR"); addr != "" {
+		if h, p, err := net.SplitHostPort(addr); err == nil {
+			if p != "" {
+				port = p
+			}
+			if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+				host = h
+			}
+		}
+	}
+	scheme := "http"
+	if getenv("CHAT_HTTP_TLS_CERT") != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/readyz"
+}
+
+// ownCertTLS trusts exactly the node's own certificate (the first in
+// certFile): the probe talks to its own node on loopback, an address the
+// certificate need not name, so the chain and name checks are replaced by
+// comparing the certificate the server presents with the file's.
+func ownCertTLS(certFile string) (*tls.Config, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("healthcheck: %w", err)
+	}
+	var own []byte
+	for block, rest := pem.Decode(b); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type == "CERTIFICATE" {
+			own = block.Bytes
+			break
+		}
+	}
+	if own == nil {
+		return nil, fmt.Errorf("healthcheck: no certificate in %s", certFile)
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the exact match below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+				return errors.New("healthcheck: the server's certificate is not CHAT_HTTP_TLS_CERT's")
+			}
+			return nil
+		},
+	}, nil
 }

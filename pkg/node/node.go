@@ -57,6 +57,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.NodeID != "" {
 		log = log.With("node", cfg.NodeID)
 	}
+	redisLog.Store(log) // go-redis's own lines, where Main routed them (redis.go)
 
 	be, err := openBackends(ctx, cfg, log)
 	if err != nil {

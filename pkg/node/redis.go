@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -80,4 +81,20 @@ func redisBackends(ctx context.Context, cfg Config, log *slog.Logger, name strin
 			client.Close()
 		},
 	}, nil
+}
+
+// go-redis writes its own notices (a pool that failed to dial, a dropped
+// pub/sub connection) through one process-wide logger, in plain text on
+// stderr by default. The node binary routes them into the node's JSON log
+// instead: Main installs redisLogger once (redis.SetLogger is global state
+// in go-redis), and Run points it at its logger. In-process nodes in tests
+// never install it, so a finished test's logger is never written to.
+var redisLog atomic.Pointer[slog.Logger]
+
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if l := redisLog.Load(); l != nil {
+		l.WarnContext(ctx, "go-redis", "detail", fmt.Sprintf(format, v...))
+	}
 }

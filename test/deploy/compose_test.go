@@ -11,8 +11,9 @@ import (
 )
 
 // TestComposeShape checks what the deployment relies on: a scalable node
-// service (no published ports), Redis, a balancer publishing both ports,
-// and monitoring behind a profile.
+// service (no published ports), Redis with persistence and no eviction, a
+// balancer publishing both ports where the environment says, and
+// monitoring behind a profile.
 func TestComposeShape(t *testing.T) {
 	b, err := os.ReadFile("../../deploy/docker-compose.yml")
 	if err != nil {
@@ -23,6 +24,8 @@ func TestComposeShape(t *testing.T) {
 			Image       string
 			Build       any
 			Ports       []string
+			Command     []string
+			Volumes     []string
 			Environment map[string]string
 			Profiles    []string
 		}
@@ -44,10 +47,21 @@ func TestComposeShape(t *testing.T) {
 		t.Fatal("no redis service")
 	}
 	lb := f.Services["lb"]
-	for _, p := range []string{"8080:8080", "50051:50051"} {
+	// Ports from the environment: an override file cannot move them (both
+	// compose versions add an override's ports to the file's).
+	for _, p := range []string{"${CHAT_HTTP_PORT:-8080}:8080", "${CHAT_GRPC_PORT:-50051}:50051"} {
 		if !slices.Contains(lb.Ports, p) {
 			t.Fatalf("load balancer does not publish %s: %v", p, lb.Ports)
 		}
+	}
+	redis := f.Services["redis"]
+	for _, want := range []string{"--appendonly", "--maxmemory", "noeviction"} {
+		if !slices.Contains(redis.Command, want) {
+			t.Fatalf("redis command %v lacks %s: history must persist and never be evicted", redis.Command, want)
+		}
+	}
+	if !slices.ContainsFunc(redis.Volumes, func(v string) bool { return strings.HasSuffix(v, ":/data") }) {
+		t.Fatalf("redis keeps no volume at /data: %v", redis.Volumes)
 	}
 	for _, s := range []string{"prometheus", "grafana"} {
 		if !slices.Contains(f.Services[s].Profiles, "monitoring") {

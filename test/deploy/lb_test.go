@@ -111,6 +111,11 @@ func TestBalancerSpreadsAndKeepsIdleStreams(t *testing.T) {
 	}
 	httpPort, grpcPort := freePort(t), freePort(t)
 	startHAProxy(t, renderHAProxy(t, nodes, httpPort, grpcPort, "3s"), httpPort, grpcPort)
+	// Let the health checks run first (every second, down after two
+	// failures): a backend whose checks fail (gRPC's, when they spoke
+	// HTTP/2 to the HTTP/1.1 port) is DOWN by then and answers 503,
+	// instead of passing while the first check is still pending.
+	time.Sleep(3 * time.Second)
 
 	// Wait until haproxy's health checks mark all nodes up: every node
 	// ends up with clients only then. Three clients per transport.
