@@ -41,22 +41,20 @@ package hostile_test
 
 import (
 	"flag"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"example.com/chat/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	raiseParallel()
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		removeNodeBinary()
+		nodeBinary.Remove()
 		os.Exit(code)
 	}))
 }
@@ -76,45 +74,9 @@ func raiseParallel() {
 	}
 }
 
-// nodeBinary is the cmd/node binary, built once per test binary.
-var nodeBinary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+// nodeBinary is the cmd/node binary, built once per test binary, without
+// -race (its shadow memory would blur the RSS figures; test/integration
+// runs the nodes with it), or HOSTILE_NODE_BIN.
+var nodeBinary = testutil.NodeBinary{Env: "HOSTILE_NODE_BIN"}
 
-// buildNode returns the path of the cmd/node binary, building it on first
-// use.
-func buildNode(t testing.TB) string {
-	t.Helper()
-	nodeBinary.once.Do(func() {
-		if bin := os.Getenv("HOSTILE_NODE_BIN"); bin != "" {
-			nodeBinary.path = bin
-			return
-		}
-		dir, err := os.MkdirTemp("", "chat-hostile-")
-		if err != nil {
-			nodeBinary.err = err
-			return
-		}
-		nodeBinary.dir = dir
-		path := filepath.Join(dir, "node")
-		out, err := exec.Command("go", "build", "-o", path, "example.com/chat/cmd/node").CombinedOutput()
-		if err != nil {
-			nodeBinary.err = fmt.Errorf("go build cmd/node: %v\n%s", err, out)
-			return
-		}
-		nodeBinary.path = path
-	})
-	if nodeBinary.err != nil {
-		t.Fatal(nodeBinary.err)
-	}
-	return nodeBinary.path
-}
-
-func removeNodeBinary() {
-	if nodeBinary.dir != "" {
-		os.RemoveAll(nodeBinary.dir)
-	}
-}
+func buildNode(t testing.TB) string { return nodeBinary.Path(t) }

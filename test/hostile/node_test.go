@@ -2,7 +2,6 @@ package hostile_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -91,8 +90,8 @@ type proc struct {
 	HTTP   string
 	GRPC   string
 	cmd    *exec.Cmd
-	logs   *tailBuffer // stdout: JSON log lines
-	stderr *tailBuffer
+	logs   *testutil.TailBuffer // stdout: JSON log lines
+	stderr *testutil.TailBuffer
 	exited chan struct{}
 }
 
@@ -140,11 +139,11 @@ func launchNode(t testing.TB, o nodeOpts) (*proc, error) {
 		args = append(args, "-jwt-secret", secret)
 	}
 	args = dropNewFlags(append(args, o.args...))
-	p := &proc{t: t, id: o.id, logs: newTail(), stderr: newTail(), exited: make(chan struct{})}
+	p := &proc{t: t, id: o.id, logs: &testutil.TailBuffer{Max: 32 << 10}, stderr: &testutil.TailBuffer{Max: 32 << 10}, exited: make(chan struct{})}
 	started := make(chan [2]string, 1)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), o.env...)
-	p.cmd.Stdout = &lineWriter{w: p.logs, line: func(b []byte) {
+	p.cmd.Stdout = &testutil.LineWriter{W: p.logs, Line: func(b []byte) {
 		var l struct{ Msg, GRPC, HTTP string }
 		if json.Unmarshal(b, &l) == nil && l.Msg == "node started" {
 			select {
@@ -334,54 +333,6 @@ func checkRSS(t testing.TB, what string, baseline, got, allowance int64) {
 	t.Logf("RSS %s: baseline %d MiB, measured %d MiB, bound %d MiB", what, baseline/mib, got/mib, (baseline+allowance)/mib)
 	if got > baseline+allowance {
 		t.Errorf("RSS %s: %d MiB, over the bound of baseline %d MiB + %d MiB", what, got/mib, baseline/mib, allowance/mib)
-	}
-}
-
-// tailBuffer keeps the tail of a node's output, shown when a test fails.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newTail() *tailBuffer { return new(tailBuffer) }
-
-const logTail = 32 << 10
-
-func (l *tailBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	if l.buf.Len() > 2*logTail {
-		tail := append([]byte(nil), l.buf.Bytes()[l.buf.Len()-logTail:]...)
-		l.buf.Reset()
-		l.buf.Write(tail)
-	}
-	return len(p), nil
-}
-
-func (l *tailBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// lineWriter hands each complete line to line and copies everything to w.
-type lineWriter struct {
-	w    *tailBuffer
-	line func([]byte)
-	buf  []byte
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.w.Write(p)
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		l.line(l.buf[:i])
-		l.buf = l.buf[i+1:]
 	}
 }
 

@@ -10,12 +10,10 @@
 package integration_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +27,7 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		removeNodeBinary()
+		nodeBinary.Remove()
 		os.Exit(code)
 	}))
 }
@@ -44,32 +42,6 @@ func newRoom() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "r-" + hex.EncodeToString(b[:])
-}
-
-// logBuffer keeps the tail of a node's log, shown when its test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-const logTail = 64 << 10
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	if l.buf.Len() > 2*logTail {
-		tail := append([]byte(nil), l.buf.Bytes()[l.buf.Len()-logTail:]...)
-		l.buf.Reset()
-		l.buf.Write(tail)
-	}
-	return len(p), nil
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // startNodes runs n nodes in-process on loopback, on the Redis rs, named

@@ -1,14 +1,10 @@
 package integration_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,55 +16,20 @@ import (
 	"example.com/chat/pkg/node"
 )
 
-// The cmd/node binary, built once per test binary (with -race when the
-// tests run with it, so that the nodes' races fail the test too).
-var nodeBinary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+// nodeBinary is the cmd/node binary, built once per test binary (with
+// -race when the tests run with it, so that the nodes' races fail the test
+// too).
+var nodeBinary = testutil.NodeBinary{Race: raceEnabled}
 
-func buildNode(t *testing.T) string {
-	t.Helper()
-	nodeBinary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "chat-integration-")
-		if err != nil {
-			nodeBinary.err = err
-			return
-		}
-		nodeBinary.dir = dir
-		path := filepath.Join(dir, "node")
-		args := []string{"build", "-o", path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command("go", append(args, "example.com/chat/cmd/node")...).CombinedOutput()
-		if err != nil {
-			nodeBinary.err = fmt.Errorf("go build cmd/node: %v\n%s", err, out)
-			return
-		}
-		nodeBinary.path = path
-	})
-	if nodeBinary.err != nil {
-		t.Fatal(nodeBinary.err)
-	}
-	return nodeBinary.path
-}
-
-func removeNodeBinary() {
-	if nodeBinary.dir != "" {
-		os.RemoveAll(nodeBinary.dir)
-	}
-}
+func buildNode(t *testing.T) string { return nodeBinary.Path(t) }
 
 // procNode is a cmd/node process.
 type procNode struct {
 	node.Addrs
 	id      string
 	cmd     *exec.Cmd
-	logs    *logBuffer // stdout: JSON log lines
-	stderr  *logBuffer
+	logs    *testutil.TailBuffer // stdout: JSON log lines
+	stderr  *testutil.TailBuffer
 	exited  chan struct{}
 	started chan node.Addrs // from the "node started" line
 }
@@ -103,10 +64,10 @@ func startProc(t *testing.T, bin, redisAddr, id string, extra ...string) *procNo
 		// Info: the "node started" line is what tells the ports.
 		"-node-id", id, "-log-level", "info", "-shutdown-timeout", "10s",
 	}, extra...)
-	p := &procNode{id: id, logs: new(logBuffer), stderr: new(logBuffer), exited: make(chan struct{}), started: make(chan node.Addrs, 1)}
+	p := &procNode{id: id, logs: new(testutil.TailBuffer), stderr: new(testutil.TailBuffer), exited: make(chan struct{}), started: make(chan node.Addrs, 1)}
 	started := p.started
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout = &lineWriter{w: p.logs, line: func(b []byte) {
+	p.cmd.Stdout = &testutil.LineWriter{W: p.logs, Line: func(b []byte) {
 		var l struct{ Msg, GRPC, HTTP string }
 		if json.Unmarshal(b, &l) == nil && l.Msg == "node started" {
 			select {
@@ -162,26 +123,6 @@ func (p *procNode) waitStarted(t *testing.T) {
 func (p *procNode) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
-}
-
-// lineWriter hands each complete line to line and copies everything to w.
-type lineWriter struct {
-	w    *logBuffer
-	line func([]byte)
-	buf  []byte
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.w.Write(p)
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		l.line(l.buf[:i])
-		l.buf = l.buf[i+1:]
-	}
 }
 
 // TestKillNodeMidBurst: three node processes; a sender on node 1 sends 500
