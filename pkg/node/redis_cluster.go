@@ -59,22 +59,9 @@ func parseClusterURL(raw string) (clusterURL, error) {
 	if strings.Contains(hosts, "/") {
 		return u, fmt.Errorf("a cluster has no database: remove the path of %q", hosts)
 	}
-	for _, a := range strings.Split(hosts, ",") {
-		a = strings.TrimSpace(a)
-		if a == "" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(a)
-		if err != nil {
-			return u, fmt.Errorf("address %q: %w", a, err)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 || host == "" {
-			return u, fmt.Errorf("address %q: want host:port", a)
-		}
-		u.Addrs = append(u.Addrs, a)
-	}
-	if len(u.Addrs) == 0 {
-		return u, fmt.Errorf("no address")
+	var err error
+	if u.Addrs, err = parseAddrs(hosts, "address"); err != nil {
+		return u, err
 	}
 	q, err := url.ParseQuery(query)
 	if err != nil {
@@ -149,4 +136,28 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 			client.Close()
 		},
 	}, nil
+}
+
+// parseAddrs parses a URL's comma-separated host:port list (Cluster seeds,
+// sentinels); what names an address in errors.
+func parseAddrs(hosts, what string) ([]string, error) {
+	var addrs []string
+	for _, a := range strings.Split(hosts, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", what, a, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 || host == "" {
+			return nil, fmt.Errorf("%s %q: want host:port", what, a)
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("no %s", what)
+	}
+	return addrs, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -63,22 +62,8 @@ func parseSentinelURL(raw string) (sentinelURL, error) {
 		}
 		hosts = hosts[i+1:]
 	}
-	for _, a := range strings.Split(hosts, ",") {
-		a = strings.TrimSpace(a)
-		if a == "" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(a)
-		if err != nil {
-			return u, fmt.Errorf("sentinel address %q: %w", a, err)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 || host == "" {
-			return u, fmt.Errorf("sentinel address %q: want host:port", a)
-		}
-		u.Addrs = append(u.Addrs, a)
-	}
-	if len(u.Addrs) == 0 {
-		return u, fmt.Errorf("no sentinel address")
+	if u.Addrs, err = parseAddrs(hosts, "sentinel address"); err != nil {
+		return u, err
 	}
 	q, err := url.ParseQuery(query)
 	if err != nil {
