@@ -73,7 +73,7 @@
 // # Bounds
 //
 // What one client can make the node hold is bounded: its queue by
-// MaxQueueBytes (charged the encoded frame, see Sizer), its replay by
+// MaxQueueBytes (charged the frame's JSON length, escapes counted: Frame.Size), its replay by
 // MaxReplayBytes (and shared with other joiners through the room's weak
 // frame cache), what waits while it joins by MaxQueueBytes, what a room
 // holds while it catches up by MaxReplayBytes, its close by FlushTimeout,

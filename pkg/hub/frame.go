@@ -19,6 +19,7 @@ import (
 // A Frame and its Message are immutable once created.
 type Frame struct {
 	msg    *api.Message
+	size   int    // see Size
 	origin string // the publishing session's tag; never sent
 	replay bool   // from history, not live: no fan-out lag to measure
 
@@ -32,23 +33,48 @@ type Frame struct {
 
 // NewFrame wraps m, which the caller must not modify afterwards.
 func NewFrame(m *api.Message) *Frame {
-	return &Frame{msg: m}
+	return &Frame{msg: m, size: frameSize(m)}
 }
 
 // Message returns the frame's message. Callers must not modify it.
 func (f *Frame) Message() *api.Message { return f.msg }
 
-// Sizer is implemented by a Transport that knows what a frame costs on its
-// wire (its encoding plus framing); the session counts that against its
-// queue limit. A Transport without it is charged the frame's JSON length.
-// FrameSize is called with the session's lock held, from the fan-out path:
-// it must not block, and should use the frame's shared encodings.
-type Sizer interface {
-	FrameSize(f *Frame) int
+// Size is what the frame is charged in a session's queue and in a replay's
+// byte bound: the length of its JSON encoding (the larger of the edges'
+// encodings), computed when the frame is made, without encoding it, so the
+// fan-out path does no encoding. Escapes are counted exactly (a control
+// character costs 6 bytes, as in the JSON), field names and numbers by a
+// constant that covers them.
+func (f *Frame) Size() int { return f.size }
+
+// frameOverhead covers a frame's JSON field names, numbers, enum names and
+// punctuation.
+const frameOverhead = 192
+
+func frameSize(m *api.Message) int {
+	n := frameOverhead + jsonLen(m.GetUser()) + jsonLen(m.GetText()) + jsonLen(m.GetRoom()) +
+		jsonLen(m.GetClientId()) + jsonLen(m.GetEpoch())
+	if e := m.GetError(); e != nil {
+		n += jsonLen(e.GetMessage())
+	}
+	return n
 }
 
-// jsonSize is the charge for a Transport that is not a Sizer.
-func jsonSize(f *Frame) int { return len(f.JSON()) }
+// jsonLen is the length of s as a JSON string's content: control
+// characters become \uXXXX, quotes and backslashes are escaped. (Strings
+// are valid UTF-8, which protojson writes as is.)
+func jsonLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20:
+			n += 5
+		case c == '"' || c == '\\':
+			n++
+		}
+	}
+	return n
+}
 
 var jsonOpts = protojson.MarshalOptions{}
 

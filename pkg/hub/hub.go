@@ -151,12 +151,8 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		transport: o.Transport,
 		events:    o.Events,
 		t:         t,
-		size:      jsonSize,
 		wake:      make(chan struct{}, 1),
 		syncing:   true,
-	}
-	if sz, ok := t.(Sizer); ok {
-		s.size = sz.FrameSize
 	}
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
@@ -187,7 +183,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	if truncated {
 		why = "resume point is no longer in history; here are the latest messages"
 	}
-	if frames, truncated = boundReplay(frames, s.size, h.cfg.MaxReplayBytes); truncated && why == "" {
+	if frames, truncated = boundReplay(frames, h.cfg.MaxReplayBytes); truncated && why == "" {
 		why = fmt.Sprintf("older messages were left out: a replay is limited to %d bytes; read them with the history API", h.cfg.MaxReplayBytes)
 	}
 	s.finishSync(frames, pos, why)
@@ -279,10 +275,10 @@ func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Fr
 
 // boundPage keeps the oldest of frames whose sizes add up to at most limit
 // bytes, and at least one.
-func boundPage(frames []*Frame, size func(*Frame) int, limit int) []*Frame {
+func boundPage(frames []*Frame, limit int) []*Frame {
 	total := 0
 	for i, f := range frames {
-		if total += size(f); total > limit && i > 0 {
+		if total += f.size; total > limit && i > 0 {
 			return frames[:i]
 		}
 	}
@@ -291,10 +287,10 @@ func boundPage(frames []*Frame, size func(*Frame) int, limit int) []*Frame {
 
 // boundReplay keeps the newest of frames (oldest first) whose sizes add up
 // to at most limit bytes, and reports whether it left any out.
-func boundReplay(frames []*Frame, size func(*Frame) int, limit int) ([]*Frame, bool) {
+func boundReplay(frames []*Frame, limit int) ([]*Frame, bool) {
 	total := 0
 	for i := len(frames) - 1; i >= 0; i-- {
-		if total += size(frames[i]); total > limit {
+		if total += frames[i].size; total > limit {
 			return frames[i+1:], true
 		}
 	}

@@ -231,9 +231,9 @@ func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint
 	if afterSeq > 0 {
 		// Paging forward: the client goes on from the last id it got, so
 		// the page ends early instead of missing its oldest messages.
-		frames = boundPage(frames, jsonSize, h.cfg.MaxReplayBytes)
+		frames = boundPage(frames, h.cfg.MaxReplayBytes)
 	} else {
-		frames, cut = boundReplay(frames, jsonSize, h.cfg.MaxReplayBytes)
+		frames, cut = boundReplay(frames, h.cfg.MaxReplayBytes)
 	}
 	out := make([]*api.Message, 0, len(frames))
 	for _, f := range frames {

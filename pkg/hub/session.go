@@ -72,7 +72,6 @@ type Session struct {
 	transport string
 	events    bool
 	t         Transport
-	size      func(*Frame) int // bytes a frame costs on t's wire
 	log       *slog.Logger
 	rejected  int          // consecutive rate-limited sends; guarded by mu
 	lastWrite atomic.Int64 // unix nanoseconds of the last write
@@ -215,7 +214,7 @@ func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
 	if s.closing && !(own && s.reason.flushes() && s.ctx.Err() == nil) {
 		return false
 	}
-	n := s.size(f)
+	n := f.size
 	if s.queued+n > s.hub.cfg.MaxQueueBytes+s.replay {
 		s.queue = nil
 		s.queued = 0
@@ -269,7 +268,7 @@ func (s *Session) deliverStoredLocked(f *Frame) (slow bool) {
 	if s.syncing {
 		// Bounded like the queue these frames are bound for: a join that
 		// cannot finish while a flood goes by is a slow consumer.
-		n := s.size(f)
+		n := f.size
 		if s.pendingBytes+n > s.hub.cfg.MaxQueueBytes {
 			s.pending, s.pendingBytes = nil, 0
 			return s.closeLocked(CloseSlowConsumer)
@@ -324,7 +323,7 @@ func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated st
 	// which must not cut the client as slow on every join. The allowance
 	// ends when the writer takes the queue.
 	for _, f := range frames {
-		s.replay += s.size(f)
+		s.replay += f.size
 	}
 	for _, f := range frames {
 		slow = slow || s.deliverStoredLocked(f)

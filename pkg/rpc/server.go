@@ -215,10 +215,6 @@ func (t *transport) Write(ctx context.Context, frames []*hub.Frame) error {
 	return nil
 }
 
-// FrameSize implements hub.Sizer: a frame costs its protobuf encoding and
-// gRPC's 5-byte message prefix.
-func (t *transport) FrameSize(f *hub.Frame) int { return len(f.Proto()) + 5 }
-
 // Close stops the batch timer; the handler returns the session's status.
 func (t *transport) Close(hub.CloseReason) {
 	if t.timer != nil {
@@ -467,5 +463,3 @@ func (s *Server) join(ctx context.Context, t *transport, first *api.Message, adm
 	}
 	return sess, nil
 }
-
-var _ hub.Sizer = (*transport)(nil)

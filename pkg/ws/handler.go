@@ -386,10 +386,6 @@ func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retr
 	_ = k.c.Write(wctx, websocket.MessageText, b)
 }
 
-// FrameSize implements hub.Sizer: a frame costs its WebSocket encoding,
-// which the write would compute (once per frame, shared) anyway.
-func (k *conn) FrameSize(f *hub.Frame) int { return len(f.Wire(textFrame)) }
-
 // Write implements hub.Transport: the batch leaves in one system call.
 // ctx is not watched here: a session closed without flush closes the
 // connection (see run), which ends a blocked write.
@@ -489,7 +485,4 @@ const maxCloseReason = 123
 // bytes, cut on a character boundary.
 func truncateReason(s string) string { return rpc.ClientText(s, maxCloseReason) }
 
-var (
-	_ hub.Transport = (*conn)(nil)
-	_ hub.Sizer     = (*conn)(nil)
-)
+var _ hub.Transport = (*conn)(nil)
