@@ -141,9 +141,18 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 	for i := range rooms {
 		rm := &roomSet{name: newRoom()}
 		rm.src = chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[0]), User: "src", Room: rm.name})
+		// The stall outlasts pkg/client's liveness window (keepalive 15 s
+		// + 5 s) when the senders are slow; a client that gave up would
+		// resume from the short log and be told TRUNCATED, which is right
+		// for it but is not what this test measures (what the node does
+		// with what it holds): these stay through the stall.
+		patient := func(c client.Config) client.Config {
+			c.HeartbeatTimeout, c.Keepalive, c.KeepaliveTimeout, c.AckTimeout = -1, 10*time.Minute, 10*time.Minute, -1
+			return c
+		}
 		rm.events = []*chattest.Member{
-			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[1]), User: "ev-grpc-n2", Room: rm.name}),
-			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "ev-ws-n2", Room: rm.name}),
+			chattest.Join(t, patient(client.Config{Addrs: chattest.Addrs(client.GRPC, nodes[1]), User: "ev-grpc-n2", Room: rm.name})),
+			chattest.Join(t, patient(client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "ev-ws-n2", Room: rm.name})),
 			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[0]), Transport: client.WebSocket, User: "ev-ws-n1", Room: rm.name}),
 		}
 		rm.seeds = []*seedRecorder{joinSeed(t, ctx, nodes[1].GRPC, fmt.Sprintf("seed-%d", i), rm.name)}
