@@ -176,6 +176,23 @@ func CheckStoredOnce(tb testing.TB, log []*api.Message) {
 	}
 }
 
+// CheckAcksInLog reports, as test errors, every acknowledgement that does
+// not name its message in the room's log (one epoch, oldest first, as
+// RoomLog returns it): same epoch, a seq the log holds, and there the same
+// user and text.
+func CheckAcksInLog(tb testing.TB, acks, log []*api.Message) {
+	tb.Helper()
+	for _, ack := range acks {
+		if len(log) == 0 || ack.GetEpoch() != log[0].GetEpoch() || ack.GetSeq() == 0 || ack.GetSeq() > uint64(len(log)) {
+			tb.Errorf("ack %s:%d for %q is not in the log", ack.GetEpoch(), ack.GetSeq(), ack.GetText())
+			continue
+		}
+		if e := log[ack.GetSeq()-1]; e.GetText() != ack.GetText() || e.GetUser() != ack.GetUser() {
+			tb.Errorf("ack %d for %s:%q: the log has %s:%q", ack.GetSeq(), ack.GetUser(), ack.GetText(), e.GetUser(), e.GetText())
+		}
+	}
+}
+
 // CheckDelivery checks what m received of the room's log (one epoch, as
 // RoomLog returns it, oldest first): each stored message at most once, in
 // increasing seq order, as stored (user, text); and every message of the

@@ -181,15 +181,7 @@ func TestKillNodeMidBurst(t *testing.T) {
 		t.Errorf("log holds %d messages; want %d, each send stored once", len(log), n1+n2)
 	}
 	chattest.CheckStoredOnce(t, log)
-	for _, ack := range append(acks1, acks2...) {
-		if ack.GetEpoch() != log[0].GetEpoch() || ack.GetSeq() > uint64(len(log)) {
-			t.Errorf("ack %s:%d for %q is not in the log", ack.GetEpoch(), ack.GetSeq(), ack.GetText())
-			continue
-		}
-		if e := log[ack.GetSeq()-1]; e.GetText() != ack.GetText() || e.GetUser() != ack.GetUser() {
-			t.Errorf("ack %d for %s:%q: the log has %s:%q", ack.GetSeq(), ack.GetUser(), ack.GetText(), e.GetUser(), e.GetText())
-		}
-	}
+	chattest.CheckAcksInLog(t, append(acks1, acks2...), log)
 	for _, m := range members {
 		if err := chattest.CheckDelivery(m, log, chattest.SkipOtherEpochs); err != nil {
 			t.Error(err)

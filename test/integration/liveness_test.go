@@ -213,15 +213,7 @@ func TestFrozenNodeClientsFailOver(t *testing.T) {
 		t.Errorf("log holds %d messages; %d were acknowledged, each must be stored once", len(log), len(acks))
 	}
 	chattest.CheckStoredOnce(t, log)
-	for _, ack := range acks {
-		if ack.GetEpoch() != log[0].GetEpoch() || ack.GetSeq() == 0 || ack.GetSeq() > uint64(len(log)) {
-			t.Errorf("ack %s:%d for %q is not in the log", ack.GetEpoch(), ack.GetSeq(), ack.GetText())
-			continue
-		}
-		if e := log[ack.GetSeq()-1]; e.GetText() != ack.GetText() || e.GetUser() != ack.GetUser() {
-			t.Errorf("ack %d for %s:%q: the log has %s:%q", ack.GetSeq(), ack.GetUser(), ack.GetText(), e.GetUser(), e.GetText())
-		}
-	}
+	chattest.CheckAcksInLog(t, acks, log)
 	for _, m := range members {
 		if err := chattest.CheckDelivery(m, log, chattest.RejectOtherEpochs); err != nil {
 			t.Error(err)
