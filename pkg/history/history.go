@@ -53,13 +53,33 @@ type Store interface {
 	// oldest first, at most limit of them (the oldest ones: a caller filling
 	// a gap pages forward by calling again after the last id it got).
 	//
-	// If epoch is not empty and differs from the room's epoch, or if the log
-	// no longer holds the entry right after afterSeq, the page is Truncated
-	// and holds the newest limit entries instead.
+	// If epoch is not empty and differs from the room's epoch, if the log
+	// no longer holds the entry right after afterSeq, or if afterSeq is
+	// beyond the log's newest id (the log went back: see Rotator), the page
+	// is Truncated and holds the newest limit entries instead.
 	Since(ctx context.Context, room, epoch string, afterSeq uint64, limit int) (Page, error)
 
 	// Position returns the room's current position without reading entries.
 	// The hub polls it to notice a lost tail (the newest message of a room
 	// whose live delivery was lost, with nothing after it to reveal the gap).
 	Position(ctx context.Context, room string) (Position, error)
+}
+
+// Rotator is implemented by a Store whose log can go back within an epoch:
+// a Redis failover to a replica that had not received the newest messages,
+// or a restart from an AOF that lost its last second. The ids of the lost
+// messages are then given to new ones, and a node or client that saw the
+// old ones would drop the new ones as duplicates. The hub detects it (a
+// position behind what it delivered, or an id whose content changed) and
+// rotates the room's epoch, so that every node and every resuming client
+// sees the change and is told (KIND_TRUNCATED).
+type Rotator interface {
+	// Rotate moves room to a new epoch if its epoch is still from, and
+	// returns the epoch it has now: the new one, or the one another node
+	// rotated to first (nodes that detect one regression together rotate
+	// once). The log's entries and the seq counter are kept: after the
+	// regression they are a gap-free run again, now in the new epoch. An
+	// empty result means the room has no log (its next publish starts an
+	// epoch anyway).
+	Rotate(ctx context.Context, room, from string) (string, error)
 }

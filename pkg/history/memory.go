@@ -204,6 +204,51 @@ func (m *Memory) Reset(room string) {
 	}
 }
 
+var _ Rotator = (*Memory)(nil)
+
+// Rotate implements Rotator.
+func (m *Memory) Rotate(ctx context.Context, room, from string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.liveLocked(room, m.cfg.Now())
+	if r == nil {
+		return "", nil
+	}
+	if r.epoch == from {
+		r.epoch = newEpoch()
+	}
+	return r.epoch, nil
+}
+
+// Rewind makes a room's log go back to seq within its epoch, as a Redis
+// failover to a replica that lagged does: the entries after seq and their
+// idempotency keys are gone, and the next Append reuses seq+1. Tests use
+// it to prove that such a regression is never silent.
+func (m *Memory) Rewind(room string, seq uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.liveLocked(room, m.cfg.Now())
+	if r == nil || seq >= r.seq {
+		return
+	}
+	keep := make([]Entry, 0, len(r.entries))
+	for _, e := range r.orderedLocked() {
+		if e.Seq <= seq {
+			keep = append(keep, e)
+			continue
+		}
+		delta := int64(len(e.Data)) + entryOverhead
+		r.bytes -= delta
+		m.bytes -= delta
+	}
+	r.entries, r.start, r.seq = keep, 0, seq
+	for k, rec := range r.idem {
+		if rec.seq > seq {
+			delete(r.idem, k)
+		}
+	}
+}
+
 // liveLocked returns room's state, or nil when it has none or its TTL has
 // passed (it is then freed). m.mu must be held.
 func (m *Memory) liveLocked(room string, now time.Time) *memRoom {
@@ -334,7 +379,14 @@ func SincePage(all []Entry, pos Position, epoch string, afterSeq uint64, limit i
 	if epoch != "" && epoch != pos.Epoch {
 		return Page{Entries: tail(all, limit), Position: pos, Truncated: true}
 	}
-	if afterSeq >= pos.Seq {
+	if afterSeq > pos.Seq {
+		// The caller holds ids the log never reached: the log went back
+		// (a failover to a replica that lagged, an AOF that lost its last
+		// second). What the caller holds past pos.Seq is gone, and the ids
+		// it holds may be given to other messages.
+		return Page{Entries: tail(all, limit), Position: pos, Truncated: true}
+	}
+	if afterSeq == pos.Seq {
 		return Page{Position: pos}
 	}
 	// The entry right after afterSeq must still be held.
@@ -359,7 +411,7 @@ func tail(all []Entry, limit int) []Entry {
 	return all
 }
 
-// NewEpoch returns a fresh random epoch id.
+// newEpoch returns a fresh random epoch id.
 func newEpoch() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])

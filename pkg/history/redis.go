@@ -51,7 +51,8 @@ func (r *Redis) Keys() Keys { return r.keys }
 // It returns {epoch, seq, entries newest first}. For "since" it fetches only
 // what Since can return: the oldest max(limit, 1) entries after afterSeq
 // (all of them when limit is negative) if the log still holds the one right
-// after afterSeq, else the newest limit entries. SincePage then applies the
+// after afterSeq, else (or when afterSeq is past the newest id) the newest
+// limit entries. SincePage then applies the
 // rules to that suffix of the log exactly as it would to the whole list:
 // sequence ids are contiguous within an epoch.
 var readScript = redis.NewScript(`
@@ -75,7 +76,9 @@ elseif ARGV[3] ~= '' and ARGV[3] ~= epoch then
   entries = newest()
 else
   local k = tonumber(seq) - tonumber(ARGV[4])
-  if k > 0 then
+  if k < 0 then
+    entries = newest()
+  elseif k > 0 then
     if redis.call('LLEN', KEYS[2]) < k then
       entries = newest()
     else
@@ -130,6 +133,39 @@ func (r *Redis) Position(ctx context.Context, room string) (Position, error) {
 		return Position{}, fmt.Errorf("history: position %q: %w", room, err)
 	}
 	return pos, nil
+}
+
+var _ Rotator = (*Redis)(nil)
+
+// rotateScript moves a room to a new epoch if it is still in the one the
+// caller saw go back, in one atomic step with respect to publishes.
+//
+//	KEYS[1] meta hash
+//	ARGV[1] epoch to leave, ARGV[2] new epoch
+//
+// It returns the room's epoch afterwards ("" if it has no log). The epoch
+// left is kept in the meta's "prev" field: an idempotency key of it still
+// names its message, whose entry and id the new epoch kept (the key and the
+// message replicate together, in the script that wrote both).
+var rotateScript = redis.NewScript(`
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  return ''
+end
+if epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'prev', ARGV[1])
+  return ARGV[2]
+end
+return epoch
+`)
+
+// Rotate implements Rotator.
+func (r *Redis) Rotate(ctx context.Context, room, from string) (string, error) {
+	epoch, err := rotateScript.Run(ctx, r.client, []string{r.keys.Meta(room)}, from, newEpoch()).Text()
+	if err != nil {
+		return "", fmt.Errorf("history: rotate %q: %w: %w", room, ErrUnavailable, err)
+	}
+	return epoch, nil
 }
 
 // read runs readScript and returns the position and the entries, oldest

@@ -99,6 +99,9 @@ func New(cfg Config) (*Hub, error) {
 // Config returns the hub's configuration with defaults applied.
 func (h *Hub) Config() Config { return h.cfg }
 
+// sum hashes a stored message's content for a room's sumRing.
+func (h *Hub) sum(data []byte) uint64 { return maphash.Bytes(h.seed, data) }
+
 func (h *Hub) shard(room string) *shard {
 	return &h.shards[maphash.String(h.seed, room)%numShards]
 }

@@ -40,6 +40,18 @@ type room struct {
 	pendingBytes int
 	overflow     bool
 
+	// retired is the epoch the room left last (rotated away from, or
+	// jumped over by a backfill): deliveries of it still on the bus are
+	// stale and dropped, not taken for a new epoch.
+	retired string
+	// regressed says the log went back within the epoch (see
+	// history.Rotator): the backfill rotates the epoch before anything
+	// else.
+	regressed bool
+	// sums remembers the content of the newest delivered ids, to tell a
+	// re-delivery from an id given to another message; made on first use.
+	sums *sumRing
+
 	users map[string]int // local sessions per user
 	cache frameCache     // stored frames shared by fan-out and replays
 	// events is the room's budget of join/leave events, made on first use.
@@ -220,6 +232,10 @@ func (r *room) acceptAllLocked(envs []pubsub.Envelope) {
 // The oldest are kept because they are the ones the log may have trimmed
 // already; the newest are the last it trims. r.mu must be held.
 func (r *room) holdLocked(env pubsub.Envelope) {
+	if env.Epoch == r.retired && env.Epoch != "" {
+		r.h.metrics.duplicates.Inc() // in the log, which the new epoch kept
+		return
+	}
 	if r.overflow || r.pendingBytes+len(env.Data) > r.h.cfg.MaxReplayBytes {
 		// Once one is dropped, all later ones are too: pending stays a
 		// run without holes, which applyHeldLocked relies on.
@@ -273,13 +289,23 @@ func (r *room) acceptLocked(env pubsub.Envelope) {
 		return
 	}
 	if env.Epoch != r.epoch {
+		if env.Epoch == r.retired {
+			r.h.metrics.duplicates.Inc() // published before the epoch moved on
+			return
+		}
 		if r.epoch != "" {
 			r.h.log.Warn("room history epoch changed; resynchronising", "room", r.name)
 		}
-		r.epoch, r.lastSeq = env.Epoch, 0
+		r.retired, r.epoch, r.lastSeq = r.epoch, env.Epoch, 0
 	}
 	switch {
 	case env.Seq <= r.lastSeq:
+		if r.sums.differs(env.Seq, r.h.sum(env.Data)) {
+			// The log went back and gave the id to a new message; the
+			// backfill moves the room to a new epoch, where the log holds it.
+			r.regressLocked("an id already delivered came with other content")
+			return
+		}
 		r.h.metrics.duplicates.Inc()
 		return
 	case env.Seq > r.lastSeq+1:
@@ -294,6 +320,10 @@ func (r *room) acceptLocked(env pubsub.Envelope) {
 // held.
 func (r *room) deliverLocked(env pubsub.Envelope) {
 	r.lastSeq = env.Seq
+	if r.sums == nil {
+		r.sums = new(sumRing)
+	}
+	r.sums.put(env.Seq, r.h.sum(env.Data))
 	f := r.cache.get(env.Epoch, env.Seq)
 	if f == nil {
 		var err error
@@ -306,6 +336,23 @@ func (r *room) deliverLocked(env pubsub.Envelope) {
 	for _, s := range r.members {
 		s.deliverStored(f)
 	}
+}
+
+// regressLocked records that the room's log went back within its epoch
+// (see history.Rotator) and has the backfill move it to a new epoch. r.mu
+// must be held.
+func (r *room) regressLocked(why string) {
+	if r.regressed {
+		return
+	}
+	r.h.log.Warn("room log went back (a Redis failover or lost writes); moving it to a new epoch",
+		"room", r.name, "epoch", r.epoch, "delivered", r.lastSeq, "why", why)
+	r.h.metrics.regressions.Inc()
+	r.regressed = true
+	if r.recovering {
+		return // the running backfill rotates before its next read
+	}
+	r.startBackfillLocked()
 }
 
 func (r *room) startBackfillLocked() {
@@ -335,10 +382,19 @@ func (r *room) backfill() {
 	synced := false
 	for {
 		r.mu.Lock()
-		r.applyHeldLocked()
+		regressed := r.regressed
+		if !regressed {
+			r.applyHeldLocked()
+		}
 		epoch, after := r.epoch, r.lastSeq
 		r.mu.Unlock()
-		page, err := r.h.cfg.History.Since(ctx, r.name, epoch, after, backfillPage)
+		if regressed {
+			if !r.rotate(ctx, epoch) {
+				return
+			}
+			continue
+		}
+		page, err := r.read(ctx, epoch, after)
 		if err != nil {
 			r.h.metrics.historyErrors.Inc()
 			r.h.log.Warn("backfill failed; retrying", "room", r.name, "err", err)
@@ -358,11 +414,18 @@ func (r *room) backfill() {
 			continue
 		}
 		r.mu.Lock()
+		if r.regressed {
+			r.mu.Unlock()
+			continue
+		}
 		if page.Truncated {
 			// More was lost than history keeps, or the log was reset: take
 			// what there is; sessions see the jump and say so.
 			r.h.log.Warn("room lost messages older than the history kept", "room", r.name, "seq", after)
 			r.h.metrics.truncatedJumps.Inc()
+			if page.Position.Epoch != r.epoch && r.epoch != "" {
+				r.retired = r.epoch
+			}
 			r.epoch = page.Position.Epoch
 			r.lastSeq = 0
 			if len(page.Entries) > 0 {
@@ -391,6 +454,94 @@ func (r *room) backfill() {
 		r.mu.Unlock()
 		return
 	}
+}
+
+// read returns what the log holds after the room's position (epoch,
+// after), and checks on the way that the log did not go back: it reads one
+// entry more, the last one delivered, and compares its content with what
+// was delivered; a log whose newest id is below after went back too. A
+// regression marks the room (regressLocked) and the caller's next pass
+// rotates the epoch; the page returned is then not to be delivered.
+func (r *room) read(ctx context.Context, epoch string, after uint64) (history.Page, error) {
+	r.mu.Lock()
+	sum, known := r.sums.get(after)
+	r.mu.Unlock()
+	from := after
+	if known && after > 0 {
+		from = after - 1
+	}
+	page, err := r.h.cfg.History.Since(ctx, r.name, epoch, from, backfillPage)
+	if err != nil {
+		return page, err
+	}
+	if page.Position.Epoch == epoch && page.Position.Seq < after {
+		r.mu.Lock()
+		r.regressLocked("the log's newest id is below what was delivered")
+		r.mu.Unlock()
+		return page, nil
+	}
+	if from == after {
+		return page, nil
+	}
+	if page.Truncated || len(page.Entries) == 0 || page.Entries[0].Seq != after {
+		// The entry to compare is gone (trimmed): read as usual.
+		return r.h.cfg.History.Since(ctx, r.name, epoch, after, backfillPage)
+	}
+	if r.h.sum(page.Entries[0].Data) != sum {
+		r.mu.Lock()
+		r.regressLocked("the log holds other content at the last id delivered")
+		r.mu.Unlock()
+		return page, nil
+	}
+	page.Entries = page.Entries[1:]
+	return page, nil
+}
+
+// rotate moves the room's log to a new epoch after a regression (see
+// history.Rotator), retrying while the store is unavailable. It returns
+// false when the hub stops first. The backfill's next read then finds the
+// room's epoch changed and takes the log as it is now: sessions see the
+// new epoch, and event clients are told.
+func (r *room) rotate(ctx context.Context, from string) bool {
+	rot, ok := r.h.cfg.History.(history.Rotator)
+	wait := 50 * time.Millisecond
+	for ok {
+		epoch, err := rot.Rotate(ctx, r.name, from)
+		if err == nil {
+			r.h.log.Info("room moved to a new epoch", "room", r.name, "from", from, "to", epoch)
+			break
+		}
+		r.h.metrics.historyErrors.Inc()
+		r.h.log.Warn("moving a room to a new epoch failed; retrying", "room", r.name, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.regressed = false
+	if !ok {
+		r.h.log.Error("the history store cannot move a room to a new epoch; its clients may miss messages", "room", r.name)
+		return true
+	}
+	// The old epoch is over: what the bus still carries of it, and what is
+	// held of it, is in the log, which the backfill's next read (it finds
+	// the epoch changed) takes from its oldest entry, in the new epoch.
+	r.retired, r.sums = from, nil
+	keep := r.pending[:0]
+	for _, env := range r.pending {
+		if env.Epoch == from {
+			r.pendingBytes -= len(env.Data)
+			continue
+		}
+		keep = append(keep, env)
+	}
+	clear(r.pending[len(keep):])
+	r.pending = keep
+	return true
 }
 
 // syncBus waits (at most PublishTimeout) until the bus handed over every
@@ -453,9 +604,22 @@ func (h *Hub) checkPositions() {
 		case <-h.recheck:
 		}
 		for _, r := range h.rooms() {
+			// What was delivered before the read: a log found below it
+			// went back (what is delivered after the read may be newer).
+			r.mu.Lock()
+			epoch, delivered := r.epoch, r.lastSeq
+			r.mu.Unlock()
 			pos, err := h.cfg.History.Position(h.bg, r.name)
 			if err != nil {
 				h.log.Debug("position check failed", "room", r.name, "err", err)
+				continue
+			}
+			if pos.Epoch != "" && pos.Epoch == epoch && pos.Seq < delivered {
+				r.mu.Lock()
+				if r.known && r.epoch == epoch {
+					r.regressLocked("the log's newest id is below what was delivered")
+				}
+				r.mu.Unlock()
 				continue
 			}
 			if !r.behind(pos) {
@@ -497,4 +661,31 @@ func (h *Hub) rooms() []*room {
 		sh.mu.RUnlock()
 	}
 	return out
+}
+
+// sumRing remembers a hash of the content of the newest delivered ids of
+// a room (the last len(sumRing) of them), so that an id that comes again
+// can be told a re-delivery (same content) from an id the log gave to
+// another message after it went back. It costs one hash per delivery per
+// room, not per session.
+type sumRing [32]struct{ seq, sum uint64 }
+
+func (s *sumRing) put(seq, sum uint64) {
+	s[seq%uint64(len(s))] = struct{ seq, sum uint64 }{seq, sum}
+}
+
+// get returns the hash of seq's content if it is remembered. A nil ring
+// remembers nothing.
+func (s *sumRing) get(seq uint64) (uint64, bool) {
+	if s == nil || seq == 0 {
+		return 0, false
+	}
+	e := s[seq%uint64(len(s))]
+	return e.sum, e.seq == seq
+}
+
+// differs reports whether seq is remembered with another content hash.
+func (s *sumRing) differs(seq, sum uint64) bool {
+	got, ok := s.get(seq)
+	return ok && got != sum
 }

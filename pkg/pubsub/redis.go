@@ -172,7 +172,9 @@ func (b *Redis) Register(h Handler) {
 // its log (expired, evicted, or Redis restarted): its new epoch starts on an
 // empty list. The idempotency key remembers "<epoch>:<seq>", so a key from a
 // lost epoch does not turn a new message into a duplicate of a message that
-// is gone. Seq is formatted with %d: Lua's default number formatting turns
+// is gone; one from the epoch a failover rotated away from (meta's "prev",
+// see history.Rotator) still names its message, which the new epoch kept.
+// Seq is formatted with %d: Lua's default number formatting turns
 // large integers into exponent notation.
 var publishScript = redis.NewScript(publishSource)
 
@@ -189,7 +191,8 @@ if KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
   if seen then
     local sep = string.find(seen, ':', 1, true)
-    if sep and string.sub(seen, 1, sep - 1) == epoch then
+    local was = string.sub(seen, 1, (sep or 1) - 1)
+    if sep and (was == epoch or was == redis.call('HGET', KEYS[1], 'prev')) then
       redis.call('PEXPIRE', KEYS[3], ARGV[5])
       return {string.sub(seen, sep + 1), epoch, 1}
     end

@@ -249,3 +249,43 @@ func TestRedisSilentConnectionIsReplaced(t *testing.T) {
 	rec.WaitReconnects(t, 1)
 	expectDelivery(t, b, rec, "a", "after")
 }
+
+// TestRotateKeepsLogAndKeys moves a room to a new epoch (history.Rotator)
+// and checks that its log and seq counter carry on, and that an
+// idempotency key of the old epoch still names its message.
+func TestRotateKeepsLogAndKeys(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	b, st := newRedisBroker(t, newClient(t, srv))
+	ctx := context.Background()
+	first, err := b.Publish(ctx, "r", []byte("one"), pubsub.PublishOptions{IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "r", []byte("two"), pubsub.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := st.Rotate(ctx, "r", first.Epoch)
+	if err != nil || epoch == "" || epoch == first.Epoch {
+		t.Fatalf("Rotate = %q, %v; want a new epoch (old %q)", epoch, err, first.Epoch)
+	}
+	// A second node that saw the same regression rotates nothing more.
+	if again, err := st.Rotate(ctx, "r", first.Epoch); err != nil || again != epoch {
+		t.Fatalf("second Rotate = %q, %v; want %q", again, err, epoch)
+	}
+	page, err := st.Since(ctx, "r", first.Epoch, 2, 10)
+	if err != nil || !page.Truncated || page.Position != (history.Position{Epoch: epoch, Seq: 2}) || len(page.Entries) != 2 {
+		t.Fatalf("Since in the old epoch = %+v, %v; want truncated, both entries, position %s:2", page, err, epoch)
+	}
+	dup, err := b.Publish(ctx, "r", []byte("one"), pubsub.PublishOptions{IdempotencyKey: "k1"})
+	if err != nil || !dup.Duplicate || dup.Seq != 1 || dup.Epoch != epoch {
+		t.Fatalf("retry of k1 = %+v, %v; want duplicate of seq 1 in %s", dup, err, epoch)
+	}
+	next, err := b.Publish(ctx, "r", []byte("three"), pubsub.PublishOptions{IdempotencyKey: "k3"})
+	if err != nil || next.Seq != 3 || next.Epoch != epoch {
+		t.Fatalf("next publish = %+v, %v; want seq 3 in %s", next, err, epoch)
+	}
+	if got, err := st.Rotate(ctx, "none", "x"); err != nil || got != "" {
+		t.Fatalf("Rotate of a room without a log = %q, %v", got, err)
+	}
+}

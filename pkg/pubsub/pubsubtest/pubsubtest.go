@@ -178,7 +178,7 @@ func Run(t *testing.T, f Factory) {
 			{"from start", epoch, 0, 100, 1, 10, false},
 			{"any epoch", "", 8, 100, 9, 10, false},
 			{"at head", epoch, 10, 5, 0, 0, false},
-			{"past head", epoch, 12, 5, 0, 0, false},
+			{"past head: the log went back", epoch, 12, 5, 6, 10, true},
 			{"zero limit", epoch, 3, 0, 0, 0, false},
 			{"wrong epoch", "not-" + epoch, 3, 4, 7, 10, true},
 		} {
