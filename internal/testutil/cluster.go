@@ -100,6 +100,9 @@ func (c *Cluster) startProc(p *clusterProc) error {
 		"--cluster-port", p.busPort,
 		"--cluster-config-file", filepath.Join(c.dir, "nodes-"+port+".conf"),
 		"--cluster-node-timeout", "1000",
+		// A replica that lagged (Paused) may still take over: the failover
+		// that loses acknowledged writes, which the tests must survive.
+		"--cluster-replica-validity-factor", "0",
 		// A replica must have synced to be promoted: no wait for others.
 		"--repl-diskless-sync-delay", "0")
 	if err != nil {
@@ -550,6 +553,62 @@ func (c *Cluster) ReplicasOf(master string) []string {
 		}
 	}
 	return out
+}
+
+// ReplicaOf returns the address of a replica of the master at addr.
+func (c *Cluster) ReplicaOf(addr string) string {
+	c.tb.Helper()
+	nodes, _, err := c.nodesView(context.Background())
+	if err != nil {
+		c.tb.Fatalf("testutil: cluster: %v", err)
+	}
+	var id string
+	for _, n := range nodes {
+		if n.addr == addr {
+			id = n.id
+		}
+	}
+	for _, n := range nodes {
+		if id != "" && n.master == id && !n.is("fail") {
+			return n.addr
+		}
+	}
+	c.tb.Fatalf("testutil: cluster: no replica of %s", addr)
+	return ""
+}
+
+// CutReplication black-holes the replication links of the master at addr
+// (DropTCP both ways on each replica's connection): its replicas stop
+// receiving its writes, with no error on either side, as a slow or
+// congested link would. It returns a function that restores them.
+func (c *Cluster) CutReplication(addr string) (undo func()) {
+	c.tb.Helper()
+	list, err := c.do(context.Background(), addr, "client", "list", "type", "replica").Text()
+	if err != nil {
+		c.tb.Fatalf("testutil: cluster: CLIENT LIST TYPE replica on %s: %v", addr, err)
+	}
+	_, mport, _ := net.SplitHostPort(addr)
+	master, _ := strconv.Atoi(mport)
+	var undos []func()
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		for _, f := range strings.Fields(line) {
+			a, ok := strings.CutPrefix(f, "addr=")
+			if !ok {
+				continue
+			}
+			_, p, _ := net.SplitHostPort(a)
+			port, _ := strconv.Atoi(p)
+			undos = append(undos, DropTCP(c.tb, master, port), DropTCP(c.tb, port, master))
+		}
+	}
+	if len(undos) == 0 {
+		c.tb.Fatalf("testutil: cluster: %s has no replica connected", addr)
+	}
+	return func() {
+		for _, u := range undos {
+			u()
+		}
+	}
 }
 
 // Pause stops the node at addr with SIGSTOP; Resume continues it (cleanup

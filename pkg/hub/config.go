@@ -52,6 +52,15 @@ type Config struct {
 	MaxQueueBytes int
 	// PublishTimeout bounds one publish to the broker. Zero means 5 s.
 	PublishTimeout time.Duration
+	// BusSettle is how long, after the bus reported its subscriptions
+	// back (pubsub.Handler.HandleReconnect, following a
+	// pubsub.LostHandler.HandleLost) and the rooms' positions were
+	// checked, the hub still holds its senders' publishes: the other
+	// nodes, which lost the bus at the same time, resubscribe within
+	// their reconnect backoff (up to a second), and messages stored
+	// before they did would have to be read back from a log capped at
+	// HistorySize. Zero means 1.5 s; negative means no wait.
+	BusSettle time.Duration
 	// PositionCheckInterval is how often each room compares its last
 	// delivered id with the log's, to find a lost tail. Zero means 5 s.
 	PositionCheckInterval time.Duration
@@ -144,6 +153,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxQueueBytes <= 0 {
 		c.MaxQueueBytes = 1 << 20
+	}
+	if c.BusSettle == 0 {
+		c.BusSettle = 1500 * time.Millisecond
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second

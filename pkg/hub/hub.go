@@ -38,6 +38,7 @@ type Hub struct {
 	bg      context.Context // position checks and backfills; cancelled first
 	bgStop  context.CancelFunc
 	recheck chan struct{}
+	gate    busGate
 	// serverKeys says publishes without a client id get an idempotency key
 	// of the hub's own: the broker is remote, and its client may retry.
 	serverKeys bool

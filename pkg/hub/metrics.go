@@ -21,6 +21,7 @@ type metrics struct {
 	backfills      prometheus.Counter
 	truncatedJumps prometheus.Counter
 	regressions    prometheus.Counter
+	publishesHeld  prometheus.Counter
 	busReconnects  prometheus.Counter
 	historyErrors  prometheus.Counter
 	fanoutLag      prometheus.Histogram
@@ -71,6 +72,9 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		regressions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_log_regressions_total", Help: "Rooms whose log went back within its epoch (a Redis failover or an AOF that lost writes), found by this node: it moved the room to a new epoch, and clients were told.",
 		}),
+		publishesHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chat_hub_publishes_held_total", Help: "Publishes that waited because the bus had lost its subscriptions (until it was back and the rooms were checked).",
+		}),
 		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_bus_reconnects_total", Help: "Times the bus lost and re-established its subscriptions.",
 		}),
@@ -93,7 +97,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
 	}, func() float64 { return float64(h.ActiveUsers()) })
 	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.pendingDropped, m.eventsDropped, m.refused, m.disconnects, m.published, m.publishErrors,
-		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.truncatedJumps, m.regressions, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
+		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.truncatedJumps, m.regressions, m.publishesHeld, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hub: register metrics: %w", err)
 		}

@@ -184,6 +184,12 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
+	if !opts.Ephemeral {
+		if err := h.awaitBus(ctx); err != nil {
+			h.metrics.publishErrors.Inc()
+			return pubsub.PublishResult{}, &Error{Kind: KindUnavailable, Msg: "message not sent: the node is reconnecting to the message bus; retry", Err: err}
+		}
+	}
 	start := h.cfg.Now()
 	res, err := h.cfg.Broker.Publish(ctx, m.Room, data, opts)
 	if err != nil {

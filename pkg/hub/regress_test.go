@@ -140,6 +140,15 @@ func TestResumeBeyondTheLogIsTruncated(t *testing.T) {
 	if m := fr.next(t); m.GetKind() != api.Kind_KIND_TRUNCATED {
 		t.Fatalf("want a truncated notice first, got %v", m)
 	}
+	// The room then finds the regression, and the resumed client gets the
+	// new messages like everyone.
+	for _, s := range []string{"new-4", "new-5", "new-6", "new-7"} {
+		if err := a.Publish(context.Background(), &api.Message{Text: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitTexts(t, fb, "new-4", "new-5", "new-6", "new-7")
+	waitTexts(t, fr, "new-4", "new-5", "new-6", "new-7")
 }
 
 func TestStaleEpochDeliveriesDoNotFlipTheRoomBack(t *testing.T) {

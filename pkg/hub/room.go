@@ -207,6 +207,7 @@ func (h *Hub) HandleMessage(env pubsub.Envelope) {
 func (h *Hub) HandleReconnect() {
 	h.log.Info("bus reconnected; checking rooms for lost messages")
 	h.metrics.busReconnects.Inc()
+	h.gate.reconnected()
 	select {
 	case h.recheck <- struct{}{}:
 	default:
@@ -349,6 +350,8 @@ func (r *room) regressLocked(why string) {
 		"room", r.name, "epoch", r.epoch, "delivered", r.lastSeq, "why", why)
 	r.h.metrics.regressions.Inc()
 	r.regressed = true
+	// The cached frames of the ids given again hold the old messages.
+	r.cache = frameCache{}
 	if r.recovering {
 		return // the running backfill rotates before its next read
 	}
@@ -603,6 +606,8 @@ func (h *Hub) checkPositions() {
 		case <-t.C:
 		case <-h.recheck:
 		}
+		losses, reopen := h.gate.takeDue()
+		var started []*room
 		for _, r := range h.rooms() {
 			// What was delivered before the read: a log found below it
 			// went back (what is delivered after the read may be newer).
@@ -632,8 +637,12 @@ func (h *Hub) checkPositions() {
 			r.mu.Lock()
 			if r.behindLocked(pos) {
 				r.startBackfillLocked()
+				started = append(started, r)
 			}
 			r.mu.Unlock()
+		}
+		if reopen {
+			h.settleAndReopen(losses, started)
 		}
 	}
 }

@@ -35,6 +35,7 @@ func openRedis(ctx context.Context, cfg Config, log *slog.Logger) (*backends, er
 	opts.WriteTimeout = 2 * time.Second
 	opts.MaxRetries = 1
 	opts.DialerRetries = 1
+	opts.Dialer = redisDialer(opts.DialTimeout, opts.TLSConfig)
 	return redisBackends(ctx, cfg, log, "redis", redis.NewClient(opts), "")
 }
 

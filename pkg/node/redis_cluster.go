@@ -97,6 +97,7 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 		WriteTimeout:  2 * time.Second,
 		MaxRetries:    1,
 		DialerRetries: 1,
+		Dialer:        redisDialer(2*time.Second, nil),
 	})
 	// Ready means every master answers: with the default
 	// cluster-require-full-coverage, a cluster missing a master serves no

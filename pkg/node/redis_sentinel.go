@@ -113,6 +113,7 @@ func openRedisSentinel(ctx context.Context, cfg Config, log *slog.Logger) (*back
 		WriteTimeout:     2 * time.Second,
 		MaxRetries:       1,
 		DialerRetries:    1,
+		Dialer:           redisDialer(2*time.Second, nil),
 	})
 	return redisBackends(ctx, cfg, log, "redis-sentinel", client, u.Prefix)
 }

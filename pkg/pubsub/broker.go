@@ -42,6 +42,18 @@ type Handler interface {
 	// the very loop that calls them.
 }
 
+// LostHandler is implemented by a Handler that wants to know as soon as
+// the broker suspects its subscriptions are gone, before HandleReconnect
+// reports them back. The broker calls HandleLost from its receive loop
+// (never under a lock of its own; it must not block) once per outage of a
+// subscription connection, when it first marks it lost; HandleReconnect
+// follows once the subscriptions are proven back (or Close comes first).
+// The hub uses it to hold its senders' publishes until it knows where its
+// rooms stand again.
+type LostHandler interface {
+	HandleLost()
+}
+
 // PublishOptions tune one Publish.
 type PublishOptions struct {
 	// Ephemeral events are broadcast but not stored: no sequence id, no

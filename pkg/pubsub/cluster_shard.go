@@ -313,8 +313,14 @@ func (s *shardSub) takeSuspect() bool {
 func (s *shardSub) markLost(why string, err error) {
 	b := s.b
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !s.lost {
+	first, h := !s.lost, b.handler
+	defer func() {
+		b.mu.Unlock()
+		if lh, ok := h.(LostHandler); ok && first {
+			lh.HandleLost()
+		}
+	}()
+	if first {
 		s.log.Warn("shard subscription connection lost", "reason", why, "err", err)
 	}
 	s.lost = true
@@ -375,9 +381,10 @@ func (s *shardSub) restored() {
 	n := len(s.rooms)
 	b.mu.Unlock()
 	s.log.Info("shard subscription connection restored", "rooms", n, "moving", moved)
-	if due {
-		b.reconnectSoon()
-	}
+	// Always: a HandleLost (markLost) is answered by a HandleReconnect,
+	// even for a shard whose rooms all moved or left meanwhile.
+	_ = due
+	b.reconnectSoon()
 }
 
 // handOverMoved re-reads the slot map while the connection is lost and

@@ -229,6 +229,9 @@ func (b *Redis) receiveLoop() {
 		if !lost { // log once per outage, not once per retry
 			lost = true
 			b.log.Warn("subscriber connection lost", "reason", why, "err", err)
+			if lh, ok := b.getHandler().(LostHandler); ok {
+				lh.HandleLost()
+			}
 		}
 	}
 	for {

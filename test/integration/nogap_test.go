@@ -18,101 +18,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// The tests of this file count, per receiver, what issue 13 asks for:
-// acknowledged messages, received, lost, duplicated, and lost without a
-// KIND_TRUNCATED notice (silent).
-
-// seedRecorder is a raw gRPC stream that joined as a seed client (no
-// events: it cannot be told of a gap) and records every stored message.
-type seedRecorder struct {
-	user string
-	mu   sync.Mutex
-	msgs []*api.Message
-}
-
-func joinSeed(t *testing.T, ctx context.Context, grpcAddr, user, room string) *seedRecorder {
-	t.Helper()
-	r := dialRaw(t, ctx, client.GRPC, grpcAddr)
-	if err := r.Send(&api.Message{User: user, Room: room}); err != nil {
-		t.Fatal(err)
-	}
-	s := &seedRecorder{user: user}
-	go func() {
-		for {
-			m, err := r.Recv()
-			if err != nil {
-				return
-			}
-			if m.GetKind() == api.Kind_KIND_MESSAGE && m.GetSeq() > 0 {
-				s.mu.Lock()
-				s.msgs = append(s.msgs, m)
-				s.mu.Unlock()
-			}
-		}
-	}()
-	return s
-}
-
-func (s *seedRecorder) stored() []*api.Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*api.Message(nil), s.msgs...)
-}
-
-// tally is what one receiver got of the acknowledged messages.
-type tally struct {
-	who                         string
-	acked, received, lost, dups int
-	truncated                   bool // told of a gap (event clients only)
-}
-
-func (t tally) silent() int {
-	if t.truncated {
-		return 0
-	}
-	return t.lost
-}
-
-func (t tally) String() string {
-	return fmt.Sprintf("%s: acked %d, received %d, lost %d, duplicated %d, lost without TRUNCATED %d",
-		t.who, t.acked, t.received, t.lost, t.dups, t.silent())
-}
-
-// count compares got (stored messages, in arrival order) with acks: each
-// acked message must be received once, as acked; a message received
-// twice, or one whose (epoch, seq) was acked for another text, is a
-// duplicate.
-func count(who string, acks, got []*api.Message, truncated bool) tally {
-	type key struct {
-		epoch string
-		seq   uint64
-	}
-	want := make(map[key]*api.Message, len(acks))
-	for _, a := range acks {
-		want[key{a.GetEpoch(), a.GetSeq()}] = a
-	}
-	seen := make(map[key]int)
-	tl := tally{who: who, acked: len(acks), received: len(got), truncated: truncated}
-	for _, m := range got {
-		k := key{m.GetEpoch(), m.GetSeq()}
-		seen[k]++
-		if seen[k] > 1 {
-			tl.dups++
-			continue
-		}
-		if a := want[k]; a != nil && (a.GetText() != m.GetText() || a.GetUser() != m.GetUser()) {
-			tl.dups++ // the seq came with another message's content
-			seen[k] = -1 << 30
-		}
-	}
-	for k := range want {
-		if seen[k] <= 0 {
-			tl.lost++
-		}
-	}
-	return tl
-}
-
 // TestStalledNodeKeepsWhatItHolds: node 2 (a process) is SIGSTOPped while
 // senders on node 1 send more to each of its rooms than -history-size
 // keeps; its subscriber socket holds all of it. On SIGCONT the position
@@ -134,7 +39,7 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 		name   string
 		src    *chattest.Member
 		events []*chattest.Member // on node 2, and one control on node 1
-		seeds  []*seedRecorder    // on node 2
+		seeds  []*chattest.Seed   // on node 2
 	}
 	var all []*roomSet
 	var live []*chattest.Member
@@ -155,7 +60,7 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 			chattest.Join(t, patient(client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[1]), Transport: client.WebSocket, User: "ev-ws-n2", Room: rm.name})),
 			chattest.Join(t, client.Config{Addrs: chattest.Addrs(client.WebSocket, nodes[0]), Transport: client.WebSocket, User: "ev-ws-n1", Room: rm.name}),
 		}
-		rm.seeds = []*seedRecorder{joinSeed(t, ctx, nodes[1].GRPC, fmt.Sprintf("seed-%d", i), rm.name)}
+		rm.seeds = []*chattest.Seed{chattest.JoinSeed(t, ctx, nodes[1].GRPC, fmt.Sprintf("seed-%d", i), rm.name)}
 		live = append(live, rm.src)
 		live = append(live, rm.events...)
 		all = append(all, rm)
@@ -171,8 +76,8 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 		first := senders[i].WaitAcked(t, 5)[4]
 		chattest.WaitHas(t, 10*time.Second, first, rm.events...)
 		chattest.Eventually(t, 10*time.Second, func() error {
-			if len(rm.seeds[0].stored()) < 5 {
-				return fmt.Errorf("seed of %s has %d messages", rm.name, len(rm.seeds[0].stored()))
+			if len(rm.seeds[0].Stored()) < 5 {
+				return fmt.Errorf("seed of %s has %d messages", rm.name, len(rm.seeds[0].Stored()))
 			}
 			return nil
 		})
@@ -205,7 +110,7 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 	for _, s := range senders {
 		s.WaitAcked(t, len(s.Acked())+20)
 	}
-	var tallies []tally
+	var tallies []chattest.Tally
 	for i, rm := range all {
 		acks := senders[i].Stop(t)
 		last := acks[len(acks)-1]
@@ -213,7 +118,7 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 		// what is counted below).
 		chattest.WaitHas(t, 30*time.Second, last, rm.events...)
 		chattest.Eventually(t, 30*time.Second, func() error {
-			for _, m := range rm.seeds[0].stored() {
+			for _, m := range rm.seeds[0].Stored() {
 				if m.GetSeq() == last.GetSeq() && m.GetEpoch() == last.GetEpoch() {
 					return nil
 				}
@@ -221,19 +126,19 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 			return fmt.Errorf("seed of %s has not got %d", rm.name, last.GetSeq())
 		})
 		for _, m := range rm.events {
-			tallies = append(tallies, count(fmt.Sprintf("room %d %s", i, m.User), acks, m.Stored(""), m.Count(api.Kind_KIND_TRUNCATED) > 0))
+			tallies = append(tallies, chattest.CountBySeq(fmt.Sprintf("room %d %s", i, m.User), acks, m.Stored(""), m.Count(api.Kind_KIND_TRUNCATED) > 0))
 		}
 		for _, s := range rm.seeds {
-			tallies = append(tallies, count(fmt.Sprintf("room %d %s", i, s.user), acks, s.stored(), false))
+			tallies = append(tallies, chattest.CountBySeq(fmt.Sprintf("room %d %s", i, s.User), acks, s.Stored(), false))
 		}
 	}
 	var acked, lost, dups, silent int
 	for _, tl := range tallies {
-		acked += tl.acked
-		lost += tl.lost
-		dups += tl.dups
-		silent += tl.silent()
-		if tl.lost > 0 || tl.dups > 0 {
+		acked += tl.Acked
+		lost += tl.Lost
+		dups += tl.Dups
+		silent += tl.Silent()
+		if tl.Lost > 0 || tl.Dups > 0 {
 			t.Error(tl)
 		}
 	}
@@ -328,8 +233,8 @@ func TestRedisStallStoresOnce(t *testing.T) {
 	}
 	last := log[len(log)-1]
 	chattest.WaitHas(t, 20*time.Second, last, rcv)
-	tl := count("rcv", acks, rcv.Stored(""), rcv.Count(api.Kind_KIND_TRUNCATED) > 0)
-	if tl.lost > 0 || tl.dups > 0 {
+	tl := chattest.CountBySeq("rcv", acks, rcv.Stored(""), rcv.Count(api.Kind_KIND_TRUNCATED) > 0)
+	if tl.Lost > 0 || tl.Dups > 0 {
 		t.Error(tl)
 	}
 	t.Logf("%d answered 200, %d errors, log holds %d; %v", len(acks), fails, len(log), tl)
