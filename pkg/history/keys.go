@@ -1,6 +1,10 @@
 package history
 
-import "strings"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
 
 // DefaultPrefix is the key prefix used when a deployment names none.
 const DefaultPrefix = "chat:"
@@ -18,6 +22,10 @@ const DefaultPrefix = "chat:"
 //	<prefix>{<room>}:log         list: "<seq>:<data>", newest first (LPUSH), capped by LTRIM
 //	<prefix>{<room>}:idem:<key>  string: "<epoch>:<seq>" of the first publish with <key>
 //	<prefix>{<room>}:ch          pub/sub channel of the room
+//	<prefix>{<room>}:access      hash: "kind" (private, direct), "owner" (see pkg/access)
+//	<prefix>{<room>}:members     set: the members of a private room or direct conversation
+//	<prefix>user:{<uid>}:rooms   sorted set: a user's conversations by last activity (ms);
+//	                             <uid> is UserID(user)
 //
 // The zero Keys uses DefaultPrefix.
 type Keys struct {
@@ -71,4 +79,26 @@ func (k Keys) RoomOfChannel(channel string) (string, bool) {
 		return "", false
 	}
 	return room, true
+}
+
+// Access returns the key of room's access record (pkg/access): absent for
+// a public room.
+func (k Keys) Access(room string) string { return k.base(room) + "access" }
+
+// Members returns the key of the member set of a private room or a direct
+// conversation.
+func (k Keys) Members(room string) string { return k.base(room) + "members" }
+
+// UserRooms returns the key of user's conversations, a sorted set of room
+// names scored by the user's last activity there (unix ms).
+func (k Keys) UserRooms(user string) string {
+	return k.Prefix() + "user:{" + UserID(user) + "}:rooms"
+}
+
+// UserID returns a fixed-size id of a user name fit for keys and room
+// names (user names are any visible Unicode, up to 64 characters): the
+// first 20 bytes of its SHA-256, in hex.
+func UserID(user string) string {
+	sum := sha256.Sum256([]byte(user))
+	return hex.EncodeToString(sum[:20])
 }
