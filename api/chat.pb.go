@@ -54,31 +54,54 @@ const (
 	// Sent on an idle stream that asked for events, to keep it open through
 	// proxies and load balancers with idle timeouts. Ignore it.
 	Kind_KIND_HEARTBEAT Kind = 8
+	// Client to server, on a stream that joined with events: subscribe to
+	// room, with the options in join (history, after_seq and epoch,
+	// no_history). The server answers with the room's replay and a
+	// KIND_LIVE naming the room, or a KIND_ERROR naming it.
+	Kind_KIND_SUBSCRIBE Kind = 9
+	// Client to server: stop receiving room. Answered by KIND_UNSUBSCRIBED.
+	Kind_KIND_UNSUBSCRIBE Kind = 10
+	// Server to client: the stream no longer receives room, on request or
+	// because the user lost access (removed from a private room); text
+	// says why.
+	Kind_KIND_UNSUBSCRIBED Kind = 11
+	// Server to client, on the user's personal channel: a conversation
+	// waits for them (a new direct conversation, or a private room they
+	// were added to); room names it, user says who.
+	Kind_KIND_INVITE Kind = 12
 )
 
 // Enum value maps for Kind.
 var (
 	Kind_name = map[int32]string{
-		0: "KIND_MESSAGE",
-		1: "KIND_JOIN",
-		2: "KIND_LEAVE",
-		3: "KIND_TYPING",
-		4: "KIND_ACK",
-		5: "KIND_ERROR",
-		6: "KIND_TRUNCATED",
-		7: "KIND_LIVE",
-		8: "KIND_HEARTBEAT",
+		0:  "KIND_MESSAGE",
+		1:  "KIND_JOIN",
+		2:  "KIND_LEAVE",
+		3:  "KIND_TYPING",
+		4:  "KIND_ACK",
+		5:  "KIND_ERROR",
+		6:  "KIND_TRUNCATED",
+		7:  "KIND_LIVE",
+		8:  "KIND_HEARTBEAT",
+		9:  "KIND_SUBSCRIBE",
+		10: "KIND_UNSUBSCRIBE",
+		11: "KIND_UNSUBSCRIBED",
+		12: "KIND_INVITE",
 	}
 	Kind_value = map[string]int32{
-		"KIND_MESSAGE":   0,
-		"KIND_JOIN":      1,
-		"KIND_LEAVE":     2,
-		"KIND_TYPING":    3,
-		"KIND_ACK":       4,
-		"KIND_ERROR":     5,
-		"KIND_TRUNCATED": 6,
-		"KIND_LIVE":      7,
-		"KIND_HEARTBEAT": 8,
+		"KIND_MESSAGE":      0,
+		"KIND_JOIN":         1,
+		"KIND_LEAVE":        2,
+		"KIND_TYPING":       3,
+		"KIND_ACK":          4,
+		"KIND_ERROR":        5,
+		"KIND_TRUNCATED":    6,
+		"KIND_LIVE":         7,
+		"KIND_HEARTBEAT":    8,
+		"KIND_SUBSCRIBE":    9,
+		"KIND_UNSUBSCRIBE":  10,
+		"KIND_UNSUBSCRIBED": 11,
+		"KIND_INVITE":       12,
 	}
 )
 
@@ -256,7 +279,12 @@ type Join struct {
 	// The epoch that after_seq belongs to.
 	Epoch string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Receive no history at all, only live messages.
-	NoHistory     bool `protobuf:"varint,5,opt,name=no_history,json=noHistory,proto3" json:"no_history,omitempty"`
+	NoHistory bool `protobuf:"varint,5,opt,name=no_history,json=noHistory,proto3" json:"no_history,omitempty"`
+	// More rooms to subscribe to at once, each with its own options: a
+	// client resumes all its rooms in one reconnect. Needs events.
+	Rooms []*Subscription `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	// Also receive the user's personal channel (KIND_INVITE). Needs events.
+	Personal      bool `protobuf:"varint,7,opt,name=personal,proto3" json:"personal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +354,97 @@ func (x *Join) GetNoHistory() bool {
 	return false
 }
 
+func (x *Join) GetRooms() []*Subscription {
+	if x != nil {
+		return x.Rooms
+	}
+	return nil
+}
+
+func (x *Join) GetPersonal() bool {
+	if x != nil {
+		return x.Personal
+	}
+	return false
+}
+
+// Subscription is one room of a stream and its options, as in Join.
+type Subscription struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	History       int32                  `protobuf:"varint,2,opt,name=history,proto3" json:"history,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	Epoch         string                 `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	NoHistory     bool                   `protobuf:"varint,5,opt,name=no_history,json=noHistory,proto3" json:"no_history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subscription) Reset() {
+	*x = Subscription{}
+	mi := &file_chat_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subscription) ProtoMessage() {}
+
+func (x *Subscription) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
+func (*Subscription) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Subscription) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *Subscription) GetHistory() int32 {
+	if x != nil {
+		return x.History
+	}
+	return 0
+}
+
+func (x *Subscription) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *Subscription) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Subscription) GetNoHistory() bool {
+	if x != nil {
+		return x.NoHistory
+	}
+	return false
+}
+
 // Error is the gateway's error shape: {"error":{"code":3,"message":"..."}}.
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -341,7 +460,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_chat_proto_msgTypes[2]
+	mi := &file_chat_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +472,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[2]
+	mi := &file_chat_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +485,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{2}
+	return file_chat_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Error) GetCode() int32 {
@@ -398,14 +517,18 @@ type HistoryRequest struct {
 	// At most this many messages; zero means the server's history size.
 	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Only messages after this sequence id.
-	AfterSeq      uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	AfterSeq uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// The reader, for a private room or a direct conversation (only members
+	// may read). With JWT it must be the token's subject, and may be left
+	// empty.
+	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_proto_msgTypes[3]
+	mi := &file_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +540,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[3]
+	mi := &file_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +553,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{3}
+	return file_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -454,6 +577,13 @@ func (x *HistoryRequest) GetAfterSeq() uint64 {
 	return 0
 }
 
+func (x *HistoryRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 // HistoryResponse holds messages oldest first.
 type HistoryResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -468,7 +598,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_proto_msgTypes[4]
+	mi := &file_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +610,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[4]
+	mi := &file_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +623,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{4}
+	return file_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HistoryResponse) GetMessages() []*Message {
@@ -530,7 +660,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_chat_proto_msgTypes[5]
+	mi := &file_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +672,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[5]
+	mi := &file_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +685,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{5}
+	return file_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SendRequest) GetRoom() string {
@@ -586,7 +716,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_chat_proto_msgTypes[6]
+	mi := &file_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +728,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[6]
+	mi := &file_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +741,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{6}
+	return file_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -641,7 +771,7 @@ type PresenceResponse struct {
 
 func (x *PresenceResponse) Reset() {
 	*x = PresenceResponse{}
-	mi := &file_chat_proto_msgTypes[7]
+	mi := &file_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +783,7 @@ func (x *PresenceResponse) String() string {
 func (*PresenceResponse) ProtoMessage() {}
 
 func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[7]
+	mi := &file_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +796,7 @@ func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
 func (*PresenceResponse) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{7}
+	return file_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PresenceResponse) GetUsers() []string {
@@ -681,6 +811,482 @@ func (x *PresenceResponse) GetCount() int32 {
 		return x.Count
 	}
 	return 0
+}
+
+// ConversationsRequest asks for the caller's conversations.
+type ConversationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller. With JWT, the token's subject (and may be left empty).
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// At most this many; zero means 100.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationsRequest) Reset() {
+	*x = ConversationsRequest{}
+	mi := &file_chat_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationsRequest) ProtoMessage() {}
+
+func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationsRequest.ProtoReflect.Descriptor instead.
+func (*ConversationsRequest) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ConversationsRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ConversationsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// Conversation is one of a user's rooms.
+type Conversation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// "public", "private" or "direct".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The room log's newest sequence id and epoch.
+	LastSeq uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	Epoch   string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// For a direct conversation, the other user.
+	Peer          string `protobuf:"bytes,5,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conversation) Reset() {
+	*x = Conversation{}
+	mi := &file_chat_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conversation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conversation) ProtoMessage() {}
+
+func (x *Conversation) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
+func (*Conversation) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Conversation) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *Conversation) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Conversation) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Conversation) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+// ConversationsResponse lists conversations, the most recent first.
+type ConversationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversations []*Conversation        `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationsResponse) Reset() {
+	*x = ConversationsResponse{}
+	mi := &file_chat_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationsResponse) ProtoMessage() {}
+
+func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationsResponse.ProtoReflect.Descriptor instead.
+func (*ConversationsResponse) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ConversationsResponse) GetConversations() []*Conversation {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+// DirectRequest asks for the direct conversation of user and peer.
+type DirectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller. With JWT, the token's subject (and may be left empty).
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// The other user.
+	Peer          string `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectRequest) Reset() {
+	*x = DirectRequest{}
+	mi := &file_chat_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectRequest) ProtoMessage() {}
+
+func (x *DirectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectRequest.ProtoReflect.Descriptor instead.
+func (*DirectRequest) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DirectRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *DirectRequest) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+// DirectResponse names the direct conversation.
+type DirectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// True when this call started it.
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectResponse) Reset() {
+	*x = DirectResponse{}
+	mi := &file_chat_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectResponse) ProtoMessage() {}
+
+func (x *DirectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
+func (*DirectResponse) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DirectResponse) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *DirectResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// CreateRoomRequest creates a private room.
+type CreateRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller, who owns the room. With JWT, the token's subject.
+	User          string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Room          string `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRoomRequest) Reset() {
+	*x = CreateRoomRequest{}
+	mi := &file_chat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRoomRequest) ProtoMessage() {}
+
+func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRoomRequest.ProtoReflect.Descriptor instead.
+func (*CreateRoomRequest) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateRoomRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *CreateRoomRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+// MemberRequest adds or removes a member of a private room.
+type MemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller, who must own the room. With JWT, the token's subject.
+	User          string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Room          string `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	Member        string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRequest) Reset() {
+	*x = MemberRequest{}
+	mi := &file_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRequest) ProtoMessage() {}
+
+func (x *MemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
+func (*MemberRequest) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MemberRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *MemberRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MemberRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+// RoomInfo describes a private room.
+type RoomInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// "private" or "direct".
+	Kind  string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Owner string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Sorted.
+	Members       []string `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomInfo) Reset() {
+	*x = RoomInfo{}
+	mi := &file_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomInfo) ProtoMessage() {}
+
+func (x *RoomInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomInfo.ProtoReflect.Descriptor instead.
+func (*RoomInfo) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RoomInfo) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RoomInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *RoomInfo) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
 }
 
 var File_chat_proto protoreflect.FileDescriptor
@@ -702,9 +1308,18 @@ const file_chat_proto_rawDesc = "" +
 	".chat.JoinR\x04join\x12\x14\n" +
 	"\x05epoch\x18\t \x01(\tR\x05epoch\x12!\n" +
 	"\x05error\x18\n" +
-	" \x01(\v2\v.chat.ErrorR\x05error\"\x8a\x01\n" +
+	" \x01(\v2\v.chat.ErrorR\x05error\"\xd0\x01\n" +
 	"\x04Join\x12\x16\n" +
 	"\x06events\x18\x01 \x01(\bR\x06events\x12\x18\n" +
+	"\ahistory\x18\x02 \x01(\x05R\ahistory\x12\x1b\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12\x1d\n" +
+	"\n" +
+	"no_history\x18\x05 \x01(\bR\tnoHistory\x12(\n" +
+	"\x05rooms\x18\x06 \x03(\v2\x12.chat.SubscriptionR\x05rooms\x12\x1a\n" +
+	"\bpersonal\x18\a \x01(\bR\bpersonal\"\x8e\x01\n" +
+	"\fSubscription\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
 	"\ahistory\x18\x02 \x01(\x05R\ahistory\x12\x1b\n" +
 	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12\x1d\n" +
@@ -713,11 +1328,12 @@ const file_chat_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"W\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"k\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1b\n" +
-	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"p\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"p\n" +
 	"\x0fHistoryResponse\x12)\n" +
 	"\bmessages\x18\x01 \x03(\v2\r.chat.MessageR\bmessages\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1c\n" +
@@ -730,7 +1346,36 @@ const file_chat_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\">\n" +
 	"\x10PresenceResponse\x12\x14\n" +
 	"\x05users\x18\x01 \x03(\tR\x05users\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x05R\x05count*\x9d\x01\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\"@\n" +
+	"\x14ConversationsRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"{\n" +
+	"\fConversation\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12\x12\n" +
+	"\x04peer\x18\x05 \x01(\tR\x04peer\"Q\n" +
+	"\x15ConversationsResponse\x128\n" +
+	"\rconversations\x18\x01 \x03(\v2\x12.chat.ConversationR\rconversations\"7\n" +
+	"\rDirectRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\tR\x04peer\">\n" +
+	"\x0eDirectResponse\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\";\n" +
+	"\x11CreateRoomRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04room\x18\x02 \x01(\tR\x04room\"O\n" +
+	"\rMemberRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04room\x18\x02 \x01(\tR\x04room\x12\x16\n" +
+	"\x06member\x18\x03 \x01(\tR\x06member\"b\n" +
+	"\bRoomInfo\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x18\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers*\xef\x01\n" +
 	"\x04Kind\x12\x10\n" +
 	"\fKIND_MESSAGE\x10\x00\x12\r\n" +
 	"\tKIND_JOIN\x10\x01\x12\x0e\n" +
@@ -742,12 +1387,23 @@ const file_chat_proto_rawDesc = "" +
 	"KIND_ERROR\x10\x05\x12\x12\n" +
 	"\x0eKIND_TRUNCATED\x10\x06\x12\r\n" +
 	"\tKIND_LIVE\x10\a\x12\x12\n" +
-	"\x0eKIND_HEARTBEAT\x10\b2\xcf\x01\n" +
+	"\x0eKIND_HEARTBEAT\x10\b\x12\x12\n" +
+	"\x0eKIND_SUBSCRIBE\x10\t\x12\x14\n" +
+	"\x10KIND_UNSUBSCRIBE\x10\n" +
+	"\x12\x15\n" +
+	"\x11KIND_UNSUBSCRIBED\x10\v\x12\x0f\n" +
+	"\vKIND_INVITE\x10\f2\xec\x03\n" +
 	"\x04Chat\x12*\n" +
 	"\x06Stream\x12\r.chat.Message\x1a\r.chat.Message(\x010\x01\x126\n" +
 	"\aHistory\x12\x14.chat.HistoryRequest\x1a\x15.chat.HistoryResponse\x12(\n" +
 	"\x04Send\x12\x11.chat.SendRequest\x1a\r.chat.Message\x129\n" +
-	"\bPresence\x12\x15.chat.PresenceRequest\x1a\x16.chat.PresenceResponseB\x16Z\x14example.com/chat/apib\x06proto3"
+	"\bPresence\x12\x15.chat.PresenceRequest\x1a\x16.chat.PresenceResponse\x12H\n" +
+	"\rConversations\x12\x1a.chat.ConversationsRequest\x1a\x1b.chat.ConversationsResponse\x123\n" +
+	"\x06Direct\x12\x13.chat.DirectRequest\x1a\x14.chat.DirectResponse\x125\n" +
+	"\n" +
+	"CreateRoom\x12\x17.chat.CreateRoomRequest\x1a\x0e.chat.RoomInfo\x120\n" +
+	"\tAddMember\x12\x13.chat.MemberRequest\x1a\x0e.chat.RoomInfo\x123\n" +
+	"\fRemoveMember\x12\x13.chat.MemberRequest\x1a\x0e.chat.RoomInfoB\x16Z\x14example.com/chat/apib\x06proto3"
 
 var (
 	file_chat_proto_rawDescOnce sync.Once
@@ -762,37 +1418,58 @@ func file_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_chat_proto_goTypes = []any{
-	(Kind)(0),                // 0: chat.Kind
-	(*Message)(nil),          // 1: chat.Message
-	(*Join)(nil),             // 2: chat.Join
-	(*Error)(nil),            // 3: chat.Error
-	(*HistoryRequest)(nil),   // 4: chat.HistoryRequest
-	(*HistoryResponse)(nil),  // 5: chat.HistoryResponse
-	(*SendRequest)(nil),      // 6: chat.SendRequest
-	(*PresenceRequest)(nil),  // 7: chat.PresenceRequest
-	(*PresenceResponse)(nil), // 8: chat.PresenceResponse
+	(Kind)(0),                     // 0: chat.Kind
+	(*Message)(nil),               // 1: chat.Message
+	(*Join)(nil),                  // 2: chat.Join
+	(*Subscription)(nil),          // 3: chat.Subscription
+	(*Error)(nil),                 // 4: chat.Error
+	(*HistoryRequest)(nil),        // 5: chat.HistoryRequest
+	(*HistoryResponse)(nil),       // 6: chat.HistoryResponse
+	(*SendRequest)(nil),           // 7: chat.SendRequest
+	(*PresenceRequest)(nil),       // 8: chat.PresenceRequest
+	(*PresenceResponse)(nil),      // 9: chat.PresenceResponse
+	(*ConversationsRequest)(nil),  // 10: chat.ConversationsRequest
+	(*Conversation)(nil),          // 11: chat.Conversation
+	(*ConversationsResponse)(nil), // 12: chat.ConversationsResponse
+	(*DirectRequest)(nil),         // 13: chat.DirectRequest
+	(*DirectResponse)(nil),        // 14: chat.DirectResponse
+	(*CreateRoomRequest)(nil),     // 15: chat.CreateRoomRequest
+	(*MemberRequest)(nil),         // 16: chat.MemberRequest
+	(*RoomInfo)(nil),              // 17: chat.RoomInfo
 }
 var file_chat_proto_depIdxs = []int32{
-	0, // 0: chat.Message.kind:type_name -> chat.Kind
-	2, // 1: chat.Message.join:type_name -> chat.Join
-	3, // 2: chat.Message.error:type_name -> chat.Error
-	1, // 3: chat.HistoryResponse.messages:type_name -> chat.Message
-	1, // 4: chat.SendRequest.message:type_name -> chat.Message
-	1, // 5: chat.Chat.Stream:input_type -> chat.Message
-	4, // 6: chat.Chat.History:input_type -> chat.HistoryRequest
-	6, // 7: chat.Chat.Send:input_type -> chat.SendRequest
-	7, // 8: chat.Chat.Presence:input_type -> chat.PresenceRequest
-	1, // 9: chat.Chat.Stream:output_type -> chat.Message
-	5, // 10: chat.Chat.History:output_type -> chat.HistoryResponse
-	1, // 11: chat.Chat.Send:output_type -> chat.Message
-	8, // 12: chat.Chat.Presence:output_type -> chat.PresenceResponse
-	9, // [9:13] is the sub-list for method output_type
-	5, // [5:9] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: chat.Message.kind:type_name -> chat.Kind
+	2,  // 1: chat.Message.join:type_name -> chat.Join
+	4,  // 2: chat.Message.error:type_name -> chat.Error
+	3,  // 3: chat.Join.rooms:type_name -> chat.Subscription
+	1,  // 4: chat.HistoryResponse.messages:type_name -> chat.Message
+	1,  // 5: chat.SendRequest.message:type_name -> chat.Message
+	11, // 6: chat.ConversationsResponse.conversations:type_name -> chat.Conversation
+	1,  // 7: chat.Chat.Stream:input_type -> chat.Message
+	5,  // 8: chat.Chat.History:input_type -> chat.HistoryRequest
+	7,  // 9: chat.Chat.Send:input_type -> chat.SendRequest
+	8,  // 10: chat.Chat.Presence:input_type -> chat.PresenceRequest
+	10, // 11: chat.Chat.Conversations:input_type -> chat.ConversationsRequest
+	13, // 12: chat.Chat.Direct:input_type -> chat.DirectRequest
+	15, // 13: chat.Chat.CreateRoom:input_type -> chat.CreateRoomRequest
+	16, // 14: chat.Chat.AddMember:input_type -> chat.MemberRequest
+	16, // 15: chat.Chat.RemoveMember:input_type -> chat.MemberRequest
+	1,  // 16: chat.Chat.Stream:output_type -> chat.Message
+	6,  // 17: chat.Chat.History:output_type -> chat.HistoryResponse
+	1,  // 18: chat.Chat.Send:output_type -> chat.Message
+	9,  // 19: chat.Chat.Presence:output_type -> chat.PresenceResponse
+	12, // 20: chat.Chat.Conversations:output_type -> chat.ConversationsResponse
+	14, // 21: chat.Chat.Direct:output_type -> chat.DirectResponse
+	17, // 22: chat.Chat.CreateRoom:output_type -> chat.RoomInfo
+	17, // 23: chat.Chat.AddMember:output_type -> chat.RoomInfo
+	17, // 24: chat.Chat.RemoveMember:output_type -> chat.RoomInfo
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_chat_proto_init() }
@@ -806,7 +1483,7 @@ func file_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_proto_rawDesc), len(file_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

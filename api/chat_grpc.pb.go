@@ -26,10 +26,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Chat_Stream_FullMethodName   = "/chat.Chat/Stream"
-	Chat_History_FullMethodName  = "/chat.Chat/History"
-	Chat_Send_FullMethodName     = "/chat.Chat/Send"
-	Chat_Presence_FullMethodName = "/chat.Chat/Presence"
+	Chat_Stream_FullMethodName        = "/chat.Chat/Stream"
+	Chat_History_FullMethodName       = "/chat.Chat/History"
+	Chat_Send_FullMethodName          = "/chat.Chat/Send"
+	Chat_Presence_FullMethodName      = "/chat.Chat/Presence"
+	Chat_Conversations_FullMethodName = "/chat.Chat/Conversations"
+	Chat_Direct_FullMethodName        = "/chat.Chat/Direct"
+	Chat_CreateRoom_FullMethodName    = "/chat.Chat/CreateRoom"
+	Chat_AddMember_FullMethodName     = "/chat.Chat/AddMember"
+	Chat_RemoveMember_FullMethodName  = "/chat.Chat/RemoveMember"
 )
 
 // ChatClient is the client API for Chat service.
@@ -48,6 +53,24 @@ type ChatClient interface {
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*Message, error)
 	// Presence lists who is in a room, across the cluster.
 	Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error)
+	// Conversations lists the caller's rooms: the private rooms and direct
+	// conversations they belong to and the rooms they talked in, the most
+	// recent first, each with its log's position (a client compares it with
+	// what it saw to show what it missed).
+	Conversations(ctx context.Context, in *ConversationsRequest, opts ...grpc.CallOption) (*ConversationsResponse, error)
+	// Direct returns the direct conversation of the caller and another
+	// user, starting it (and telling the other user on their personal
+	// channel) if it is new.
+	Direct(ctx context.Context, in *DirectRequest, opts ...grpc.CallOption) (*DirectResponse, error)
+	// CreateRoom creates a private room owned by the caller, its first
+	// member. A room that already has messages cannot be made private.
+	CreateRoom(ctx context.Context, in *CreateRoomRequest, opts ...grpc.CallOption) (*RoomInfo, error)
+	// AddMember adds a member to a private room (its owner only) and tells
+	// them on their personal channel.
+	AddMember(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*RoomInfo, error)
+	// RemoveMember removes a member from a private room (its owner only);
+	// their streams stop receiving it on every node.
+	RemoveMember(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*RoomInfo, error)
 }
 
 type chatClient struct {
@@ -101,6 +124,56 @@ func (c *chatClient) Presence(ctx context.Context, in *PresenceRequest, opts ...
 	return out, nil
 }
 
+func (c *chatClient) Conversations(ctx context.Context, in *ConversationsRequest, opts ...grpc.CallOption) (*ConversationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConversationsResponse)
+	err := c.cc.Invoke(ctx, Chat_Conversations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatClient) Direct(ctx context.Context, in *DirectRequest, opts ...grpc.CallOption) (*DirectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DirectResponse)
+	err := c.cc.Invoke(ctx, Chat_Direct_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatClient) CreateRoom(ctx context.Context, in *CreateRoomRequest, opts ...grpc.CallOption) (*RoomInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RoomInfo)
+	err := c.cc.Invoke(ctx, Chat_CreateRoom_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatClient) AddMember(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*RoomInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RoomInfo)
+	err := c.cc.Invoke(ctx, Chat_AddMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chatClient) RemoveMember(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*RoomInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RoomInfo)
+	err := c.cc.Invoke(ctx, Chat_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChatServer is the server API for Chat service.
 // All implementations must embed UnimplementedChatServer
 // for forward compatibility.
@@ -117,6 +190,24 @@ type ChatServer interface {
 	Send(context.Context, *SendRequest) (*Message, error)
 	// Presence lists who is in a room, across the cluster.
 	Presence(context.Context, *PresenceRequest) (*PresenceResponse, error)
+	// Conversations lists the caller's rooms: the private rooms and direct
+	// conversations they belong to and the rooms they talked in, the most
+	// recent first, each with its log's position (a client compares it with
+	// what it saw to show what it missed).
+	Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error)
+	// Direct returns the direct conversation of the caller and another
+	// user, starting it (and telling the other user on their personal
+	// channel) if it is new.
+	Direct(context.Context, *DirectRequest) (*DirectResponse, error)
+	// CreateRoom creates a private room owned by the caller, its first
+	// member. A room that already has messages cannot be made private.
+	CreateRoom(context.Context, *CreateRoomRequest) (*RoomInfo, error)
+	// AddMember adds a member to a private room (its owner only) and tells
+	// them on their personal channel.
+	AddMember(context.Context, *MemberRequest) (*RoomInfo, error)
+	// RemoveMember removes a member from a private room (its owner only);
+	// their streams stop receiving it on every node.
+	RemoveMember(context.Context, *MemberRequest) (*RoomInfo, error)
 	mustEmbedUnimplementedChatServer()
 }
 
@@ -138,6 +229,21 @@ func (UnimplementedChatServer) Send(context.Context, *SendRequest) (*Message, er
 }
 func (UnimplementedChatServer) Presence(context.Context, *PresenceRequest) (*PresenceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Presence not implemented")
+}
+func (UnimplementedChatServer) Conversations(context.Context, *ConversationsRequest) (*ConversationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Conversations not implemented")
+}
+func (UnimplementedChatServer) Direct(context.Context, *DirectRequest) (*DirectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Direct not implemented")
+}
+func (UnimplementedChatServer) CreateRoom(context.Context, *CreateRoomRequest) (*RoomInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateRoom not implemented")
+}
+func (UnimplementedChatServer) AddMember(context.Context, *MemberRequest) (*RoomInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddMember not implemented")
+}
+func (UnimplementedChatServer) RemoveMember(context.Context, *MemberRequest) (*RoomInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
 }
 func (UnimplementedChatServer) mustEmbedUnimplementedChatServer() {}
 func (UnimplementedChatServer) testEmbeddedByValue()              {}
@@ -221,6 +327,96 @@ func _Chat_Presence_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Chat_Conversations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConversationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).Conversations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_Conversations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).Conversations(ctx, req.(*ConversationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Chat_Direct_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DirectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).Direct(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_Direct_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).Direct(ctx, req.(*DirectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Chat_CreateRoom_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateRoomRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).CreateRoom(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_CreateRoom_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).CreateRoom(ctx, req.(*CreateRoomRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Chat_AddMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).AddMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_AddMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).AddMember(ctx, req.(*MemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Chat_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).RemoveMember(ctx, req.(*MemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Chat_ServiceDesc is the grpc.ServiceDesc for Chat service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -239,6 +435,26 @@ var Chat_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Presence",
 			Handler:    _Chat_Presence_Handler,
+		},
+		{
+			MethodName: "Conversations",
+			Handler:    _Chat_Conversations_Handler,
+		},
+		{
+			MethodName: "Direct",
+			Handler:    _Chat_Direct_Handler,
+		},
+		{
+			MethodName: "CreateRoom",
+			Handler:    _Chat_CreateRoom_Handler,
+		},
+		{
+			MethodName: "AddMember",
+			Handler:    _Chat_AddMember_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _Chat_RemoveMember_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
