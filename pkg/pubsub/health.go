@@ -13,9 +13,11 @@ import (
 // about once a second; it never does I/O.
 type HealthChecker interface {
 	// Healthy returns nil while the broker's subscription connections are
-	// live (for Redis: the connection answered a read or a PING within
-	// the last few ping intervals, and no outage is pending), and an error
-	// wrapping ErrSubscriptionDown saying why not otherwise.
+	// live (for Redis and RedisCluster: every connection holding rooms,
+	// and the single Redis's one at all times, answered a read or a PING
+	// within the last few ping intervals and is not lost, and no room
+	// that lost its subscription waits to be subscribed again), and an
+	// error wrapping ErrSubscriptionDown saying why not otherwise.
 	Healthy() error
 }
 
@@ -34,19 +36,18 @@ var (
 // scheduler hiccup.
 func maxSilence(pingInterval time.Duration) time.Duration { return 2*pingInterval + time.Second }
 
-// Healthy implements HealthChecker.
+// Healthy implements HealthChecker (see subscriber.healthy).
 func (b *Redis) Healthy() error { return b.sub.healthy() }
 
-// Healthy implements HealthChecker: every master connection holding rooms
-// is live, and no room that lost its live subscription (a failover, a
-// slot move) is still waiting to be subscribed again. Rooms being
-// subscribed for the first time (a join in progress) do not count.
+// Healthy implements HealthChecker (see subscriber.healthy).
 func (b *RedisCluster) Healthy() error { return b.sub.healthy() }
 
 // healthy checks every shard that holds rooms (and the single Redis's
 // pinned shard, rooms or not): not lost, and read from within maxSilence;
-// then that no room that lost a live subscription still waits for its
-// new one. It never does I/O; a Handler may call it.
+// then that no room that lost a live subscription (a reconnect, a
+// failover, a slot move) still waits for its new one. Rooms subscribed
+// for the first time (a join in progress) do not count. It never does
+// I/O; a Handler may call it.
 func (e *subscriber) healthy() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

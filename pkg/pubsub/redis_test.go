@@ -309,3 +309,31 @@ func TestRedisHandleLostThenReconnect(t *testing.T) {
 	expectDelivery(t, b, p.Recorder, "a", "after")
 	checkLostThenReconnect(t, p, 1)
 }
+
+func TestRedisUnsubscribeWhileLost(t *testing.T) {
+	// A room left while the subscription connection is lost stays left:
+	// go-redis, which redials by itself, must not subscribe it again.
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	srv.RequireOwn()
+	c := newClient(t, srv)
+	b, _ := newRedisBroker(t, c) // PingInterval 500 ms: lost within about 1 s
+	rec := pubsubtest.NewRecorder()
+	subscribeAll(t, b, rec, "a", "b")
+	srv.Pause()
+	rec.WaitLost(t, 1)
+	if err := b.Unsubscribe(t.Context(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Resume()
+	rec.WaitReconnects(t, 1)
+	expectDelivery(t, b, rec, "a", "after")
+	ch := b.Keys().Channel("b")
+	eventuallyPS(t, func() error {
+		n, err := c.PubSubNumSub(t.Context(), ch).Result()
+		if err != nil || n[ch] != 0 {
+			return fmt.Errorf("PUBSUB NUMSUB of the room left: %v, %v", n, err)
+		}
+		return nil
+	})
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -22,8 +24,8 @@ import (
 // Redis's answer to the subscription came. That answer may be an error
 // (Cluster: MOVED, CLUSTERDOWN), so the loop keeps whether the
 // connection's last word on each room's channel was a subscription
-// (subRoom.subscribed), and the PONG confirms the room only if it was. A PING lost with its connection is
-// sent again.
+// (subRoom.subscribed), and the PONG confirms the room only if it was. A
+// PING lost with its connection is sent again.
 //
 // Reconnects. go-redis redials a failed connection by itself and
 // resubscribes it with ONE command naming every channel, which a cluster
@@ -57,6 +59,7 @@ type shardSub struct {
 	pinned bool // never closed for want of rooms; set at creation
 
 	rooms     map[string]*subRoom     // by channel: rooms whose shard this is
+	dropped   map[string]struct{}     // channels taken off while lost: unsubscribed at the resubscription
 	waiters   map[string]*shardWaiter // by PING token
 	nextTok   uint64
 	lost      bool          // the connection was lost and is not restored yet
@@ -86,6 +89,7 @@ func newShardSub(e *subscriber, addr string, cl pubSubber, pinned bool) *shardSu
 		ps:      cl.Subscribe(context.Background()), // no channel: no I/O yet
 		log:     e.cfg.log.With("server", addr),
 		rooms:   make(map[string]*subRoom),
+		dropped: make(map[string]struct{}),
 		waiters: make(map[string]*shardWaiter),
 		lostCh:  make(chan struct{}),
 	}
@@ -344,40 +348,53 @@ func (s *shardSub) markLost(why string, err error) {
 	}
 }
 
-// resubscribe writes a subscription per wanted room of the shard, then the
-// probe PING.
+// resubscribe writes the unsubscriptions of the rooms taken off while lost
+// (go-redis would subscribe them again at its next redial otherwise), a
+// subscription per wanted room of the shard, then the probe PING.
 func (s *shardSub) resubscribe(tok string) error {
 	e := s.e
-	channels := s.wanted(true)
+	channels, dropped := s.wanted(true)
 	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
 	defer cancel()
-	var err error
+	if len(dropped) > 0 {
+		// One command: go-redis forgets them all even if the write fails.
+		// (Across slots, a cluster answers CROSSSLOT; but then go-redis's
+		// own resubscription, which named them, failed likewise.)
+		if err := e.unsub(s.ps, ctx, dropped...); err != nil {
+			return err
+		}
+	}
 	if e.cfg.sharded { // one SSUBSCRIBE per room: the rooms span slots
-		for i := 0; i < len(channels) && err == nil; i++ {
-			err = e.write(s.ps, ctx, channels[i])
+		for _, ch := range channels {
+			if err := e.write(s.ps, ctx, ch); err != nil {
+				return err
+			}
 		}
 	} else if len(channels) > 0 { // one SUBSCRIBE of all
-		err = e.write(s.ps, ctx, channels...)
-	}
-	if err != nil {
-		return err
+		if err := e.write(s.ps, ctx, channels...); err != nil {
+			return err
+		}
 	}
 	return s.ps.Ping(ctx, tok)
 }
 
-// wanted returns the channels of the shard's wanted rooms; reset marks them
-// as not subscribed (a resubscription is on its way).
-func (s *shardSub) wanted(reset bool) []string {
+// wanted returns the channels of the shard's wanted rooms. With reset (a
+// resubscription is on its way) it marks them not subscribed, and takes
+// the channels dropped while lost.
+func (s *shardSub) wanted(reset bool) (channels, dropped []string) {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
-	channels := make([]string, 0, len(s.rooms))
 	for ch, r := range s.rooms {
 		if r.wanted {
 			r.subscribed = r.subscribed && !reset
 			channels = append(channels, ch)
 		}
 	}
-	return channels
+	if reset {
+		dropped = slices.Collect(maps.Keys(s.dropped))
+		clear(s.dropped)
+	}
+	return channels, dropped
 }
 
 // restored ends an outage once the probe's PONG came: the rooms Redis
@@ -411,7 +428,7 @@ func (s *shardSub) restored() {
 func (s *shardSub) handOverMoved() {
 	e := s.e
 	e.cfg.topo.reload(e.ctx)
-	channels := s.wanted(false)
+	channels, _ := s.wanted(false)
 	ctx, cancel := context.WithTimeout(e.ctx, time.Second)
 	defer cancel()
 	for _, ch := range channels {

@@ -470,10 +470,11 @@ func (e *subscriber) openShardLocked(addr string, cl pubSubber, pinned bool) *sh
 	return s
 }
 
-// detach takes r off shard s and writes its unsubscription there, even
-// after a slot move (answered MOVED) or on a lost connection: the write
-// makes go-redis forget the channel, which it would subscribe again when
-// it redials. A shard left without rooms is closed, unless pinned.
+// detach takes r off shard s and writes its unsubscription there, also
+// after a slot move (answered MOVED): the write makes go-redis forget the
+// channel, which it would subscribe again when it redials. On a lost
+// connection the loop writes it before resubscribing (no write here waits
+// for a dial). A shard left without rooms is closed, unless pinned.
 func (e *subscriber) detach(r *subRoom, s *shardSub) {
 	e.mu.Lock()
 	if r.shard != s {
@@ -487,12 +488,15 @@ func (e *subscriber) detach(r *subRoom, s *shardSub) {
 	delete(s.rooms, r.channel)
 	closed, lost := s.closed.Load(), s.lost
 	empty := len(s.rooms) == 0 && !closed && !s.pinned
-	if empty {
+	switch {
+	case empty:
 		s.closed.Store(true)
 		delete(e.all, s)
 		if e.shards[s.addr] == s {
 			delete(e.shards, s.addr)
 		}
+	case lost:
+		s.dropped[r.channel] = struct{}{}
 	}
 	e.mu.Unlock()
 	switch {
@@ -501,7 +505,7 @@ func (e *subscriber) detach(r *subRoom, s *shardSub) {
 		if lost {
 			e.reconnectSoon() // its HandleLost needs its HandleReconnect
 		}
-	case !closed:
+	case !closed && !lost:
 		ctx, cancel := context.WithTimeout(e.ctx, time.Second)
 		defer cancel()
 		if err := e.unsub(s.ps, ctx, r.channel); err != nil {

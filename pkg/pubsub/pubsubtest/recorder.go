@@ -124,6 +124,20 @@ func (r *Recorder) WaitReconnects(t testing.TB, n int) {
 	r.waitFor(t, "a reconnect", func() bool { return r.reconnects >= n })
 }
 
+// WaitLost waits until HandleLost was called at least n times.
+func (r *Recorder) WaitLost(t testing.TB, n int) {
+	t.Helper()
+	r.waitFor(t, "a loss", func() bool {
+		lost := 0
+		for _, n := range r.notices {
+			if n == "lost" {
+				lost++
+			}
+		}
+		return lost >= n
+	})
+}
+
 // waitFor waits until cond, evaluated with r.mu held, holds.
 func (r *Recorder) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
