@@ -36,20 +36,32 @@ type Handler interface {
 	// HandleReconnect is called after the Broker lost its subscriptions and
 	// re-established them. Deliveries published in between are lost; the
 	// handler recovers them from history. It may also fire without a real
-	// outage; a spare call must be harmless.
+	// outage; a spare call must be harmless. The Redis brokers call it
+	// from a goroutine of their own, at least once after each outage once
+	// the subscriptions are proven back (a few calls when a Cluster's
+	// rooms come back at different times), and so after every
+	// LostHandler.HandleLost unless the Broker is closed first.
 	HandleReconnect()
 	// Neither method may call the Broker synchronously: Subscribe waits on
 	// the very loop that calls them.
 }
 
-// LostHandler is implemented by a Handler that wants to know as soon as
-// the broker suspects its subscriptions are gone, before HandleReconnect
-// reports them back. The broker calls HandleLost from its receive loop
-// (never under a lock of its own; it must not block) once per outage of a
-// subscription connection, when it first marks it lost; HandleReconnect
-// follows once the subscriptions are proven back (or Close comes first).
-// The hub uses it to hold its senders' publishes until it knows where its
-// rooms stand again.
+// LostHandler is implemented by a Handler that wants to know as soon as the
+// broker suspects its subscriptions are gone, before HandleReconnect
+// reports them back.
+//
+// The Redis brokers call HandleLost once per outage of a subscription
+// connection (the single Redis's one, or one Cluster master's), when its
+// receive loop first marks it lost: a failed read, an unanswered health
+// PING, a failed write on it, or Redis resubscribing a new connection. The
+// call comes from that receive loop, with no broker lock held: it must not
+// block (deliveries wait), and, like the Handler's methods, must not call
+// the Broker synchronously. From then until HandleReconnect, deliveries of
+// the rooms on that connection may be lost; every HandleLost is followed
+// by a HandleReconnect once the connection's rooms are proven back (on the
+// same connection, or on the masters that took them over), or by Close. A
+// room whose slot alone moves to another master gets no HandleLost; its
+// HandleReconnect follows once it is subscribed there.
 type LostHandler interface {
 	HandleLost()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -51,59 +50,35 @@ type RedisClusterConfig struct {
 // Redis runs, with SPUBLISH instead of PUBLISH) runs there, and the message
 // travels by sharded pub/sub only within that master's shard.
 //
-// Subscriptions. go-redis pins a sharded subscription connection to one
-// node, so the broker keeps one connection per master (a shardSub, read by
-// a goroutine of its own) and routes each room's SSUBSCRIBE to the master
-// that owns the room's slot. A subscription is confirmed by a PING round
-// trip after it, as in Redis, and only if Redis answered the SSUBSCRIBE
-// itself (not MOVED).
+// Subscriptions run on the subscriber engine that Redis runs too
+// (subscribe.go, shard.go), with SSUBSCRIBE and one shard per master:
+// go-redis pins a sharded subscription connection to one node, so the
+// broker keeps one connection per master, read by a goroutine of its own,
+// and each room's worker subscribes the room on the master that owns its
+// slot (the broker is the engine's topology: owner and reload). A
+// subscription is confirmed by a PING round trip after it, and only if
+// Redis answered the SSUBSCRIBE itself (not MOVED).
 //
 // Moves. A room leaves its master when Redis says the slot moved (it pushes
 // sunsubscribe when the slot migrates away, or answers a resubscription
 // with MOVED) or when the master stops answering and the cluster's slot map
-// names another owner (a failover). A per-room worker then re-reads the
+// names another owner (a failover). The room's worker then re-reads the
 // slot map, subscribes on the new owner, and once that is confirmed the
 // broker calls Handler.HandleReconnect, so that the hub fills from history
 // what was published in between. A lost connection to a master that still
-// owns its slots is re-established and resubscribed by its shardSub, also
-// followed by HandleReconnect.
+// owns its slots is re-established and resubscribed by its shard, preceded
+// by LostHandler.HandleLost and followed by HandleReconnect.
 type RedisCluster struct {
 	client *redis.ClusterClient
 	keys   history.Keys
 	cfg    RedisClusterConfig
 	log    *slog.Logger
+	sub    *subscriber // the receive side, whose closed state is the broker's
 
-	ctx    context.Context // ended by Close: every background wait
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // shard loops, room workers, the reloader, the notifier
-
-	reconnectDue chan struct{} // capacity 1: HandleReconnect is due
-	reload       stateReloader
-
-	// mu guards the broker, every clusterRoom and every shardSub's maps.
-	mu      sync.Mutex
-	handler Handler
-	rooms   map[string]*clusterRoom // by channel: wanted, or with work pending
-	shards  map[string]*shardSub    // by master address: the current shard
-	all     map[*shardSub]struct{}  // every open shard, current or not
-	closed  bool
-}
-
-// clusterRoom is the subscription state of one room. Its fields are
-// guarded by RedisCluster.mu.
-type clusterRoom struct {
-	room    string
-	channel string
-
-	wanted    bool          // Subscribe was called after the last Unsubscribe
-	shard     *shardSub     // where the room is (being) subscribed; nil if none
-	confirmed bool          // shard confirmed the subscription, and it is still live
-	ready     chan struct{} // closed when confirmed; replaced when no longer
-	waiting   int           // Subscribe calls waiting on ready
-	working   bool          // a worker goroutine runs syncRoom
-	again     bool          // the worker must look again after its pass
-	stale     bool          // re-read the slot map before the next attempt
-	wasLive   bool          // it lost a live subscription: HandleReconnect is due once back
+	ctx     context.Context // ended by Close: every background wait
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the slot map reloader
+	reloads stateReloader
 }
 
 // NewRedisCluster returns a broker on cfg.Client. Close stops it.
@@ -111,19 +86,20 @@ func NewRedisCluster(cfg RedisClusterConfig) *RedisCluster {
 	log := redisDefaults(&cfg.HistorySize, &cfg.HistoryTTL, &cfg.IdempotencyTTL, &cfg.PingInterval, cfg.Logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &RedisCluster{
-		client:       cfg.Client,
-		keys:         history.NewKeys(cfg.Prefix),
-		cfg:          cfg,
-		log:          log.With("component", "pubsub"),
-		ctx:          ctx,
-		cancel:       cancel,
-		reconnectDue: make(chan struct{}, 1),
-		rooms:        make(map[string]*clusterRoom),
-		shards:       make(map[string]*shardSub),
-		all:          make(map[*shardSub]struct{}),
+		client: cfg.Client,
+		keys:   history.NewKeys(cfg.Prefix),
+		cfg:    cfg,
+		log:    log.With("component", "pubsub"),
+		ctx:    ctx,
+		cancel: cancel,
 	}
-	b.wg.Add(1)
-	go b.notifier()
+	b.sub = newSubscriber(ctx, subscriberConfig{
+		keys:         b.keys,
+		topo:         b,
+		sharded:      true,
+		pingInterval: cfg.PingInterval,
+		log:          b.log,
+	})
 	return b
 }
 
@@ -131,11 +107,23 @@ func NewRedisCluster(cfg RedisClusterConfig) *RedisCluster {
 func (b *RedisCluster) Keys() history.Keys { return b.keys }
 
 // Register implements Broker.
-func (b *RedisCluster) Register(h Handler) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.handler = h
+func (b *RedisCluster) Register(h Handler) { b.sub.register(h) }
+
+// Subscribe implements Broker, as Redis.Subscribe does.
+func (b *RedisCluster) Subscribe(ctx context.Context, room string) error {
+	return b.sub.subscribe(ctx, room)
 }
+
+// Unsubscribe implements Broker, as Redis.Unsubscribe does.
+func (b *RedisCluster) Unsubscribe(ctx context.Context, room string) error {
+	return b.sub.unsubscribe(room)
+}
+
+var _ Syncer = (*RedisCluster)(nil)
+
+// Sync implements Syncer with a PING barrier on the connection to the
+// room's master (see subscriber.sync).
+func (b *RedisCluster) Sync(ctx context.Context, room string) error { return b.sub.sync(ctx, room) }
 
 // shardedPublishScript is publishScript with SPUBLISH: the message goes to
 // the subscribers of the room's shard only. Its keys and the channel share
@@ -206,357 +194,26 @@ func (b *RedisCluster) failed(err error) {
 	b.client.ReloadState(b.ctx) // lazy: one reload in the background
 }
 
-// Subscribe implements Broker. It returns once the master that owns the
-// room's slot confirmed the subscription, or with an error wrapping
-// ErrUnavailable when ctx ends first (the subscription is then rolled
-// back, unless another Subscribe of the room still waits). A room already
-// confirmed returns at once.
-func (b *RedisCluster) Subscribe(ctx context.Context, room string) error {
-	channel := b.keys.Channel(room)
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return fmt.Errorf("pubsub: subscribe %q: %w", room, ErrClosed)
-	}
-	r := b.rooms[channel]
-	if r == nil {
-		r = &clusterRoom{room: room, channel: channel, ready: make(chan struct{})}
-		b.rooms[channel] = r
-	}
-	r.wanted = true
-	if r.confirmed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.kickLocked(r)
-	ready := r.ready
-	r.waiting++
-	b.mu.Unlock()
-
-	var err error
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		err = fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-	case <-b.ctx.Done():
-		err = ErrClosed
-	}
-
-	b.mu.Lock()
-	r.waiting--
-	switch {
-	case err == nil:
-	case b.closed:
-		err = ErrClosed
-	case r.confirmed:
-		err = nil // confirmed just as ctx ended
-	case r.waiting == 0 && r.wanted:
-		// Roll back: no subscription is left behind for a join that failed.
-		r.wanted = false
-		b.kickLocked(r)
-	}
-	b.forgetLocked(r)
-	b.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("pubsub: subscribe %q: %w", room, err)
-	}
-	return nil
-}
-
-// Unsubscribe implements Broker. Deliveries of room stop when it returns
-// (the receive loops drop what is still in flight); the SUNSUBSCRIBE is
-// written by the room's worker. It returns nil, also after Close.
-func (b *RedisCluster) Unsubscribe(ctx context.Context, room string) error {
-	channel := b.keys.Channel(room)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r := b.rooms[channel]
-	if r == nil || !r.wanted {
-		return nil
-	}
-	r.wanted, r.wasLive = false, false
-	b.unconfirmLocked(r, false)
-	b.kickLocked(r)
-	return nil
-}
-
 // Close implements Broker. It closes every subscription connection, stops
 // the broker's goroutines and waits for them; it does not close the Client.
 func (b *RedisCluster) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
+	if b.sub.close() {
+		b.cancel()
+		b.wg.Wait() // the reloader: its callers, the engine's goroutines, are done
 	}
-	b.closed = true
-	shards := make([]*shardSub, 0, len(b.all))
-	for s := range b.all {
-		s.closed = true
-		shards = append(shards, s)
-	}
-	clear(b.all)
-	clear(b.shards)
-	b.mu.Unlock()
-
-	b.cancel()
-	for _, s := range shards {
-		s.closePubSub()
-	}
-	b.wg.Wait()
 	return nil
 }
 
-func (b *RedisCluster) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *RedisCluster) isClosed() bool { return b.sub.isClosed() }
 
-// kickLocked makes r's worker (re)consider r: it starts one, or tells the
-// running one to look again after its current pass.
-func (b *RedisCluster) kickLocked(r *clusterRoom) {
-	if b.closed {
-		return
-	}
-	if r.working {
-		r.again = true
-		return
-	}
-	r.working = true
-	b.wg.Add(1)
-	go b.work(r)
-}
-
-// forgetLocked drops r from the broker once nothing refers to it.
-func (b *RedisCluster) forgetLocked(r *clusterRoom) {
-	if !r.wanted && r.shard == nil && !r.working && r.waiting == 0 && b.rooms[r.channel] == r {
-		delete(b.rooms, r.channel)
-	}
-}
-
-// unconfirmLocked marks r as no longer live; lost says it was lost (not
-// given up), so HandleReconnect is due once it is confirmed again.
-func (b *RedisCluster) unconfirmLocked(r *clusterRoom, lost bool) {
-	if !r.confirmed {
-		return
-	}
-	r.confirmed = false
-	r.ready = make(chan struct{})
-	if lost {
-		r.wasLive = true
-	}
-}
-
-// confirmLocked marks r as live and reports whether HandleReconnect is due.
-func (b *RedisCluster) confirmLocked(r *clusterRoom) bool {
-	if !r.confirmed {
-		r.confirmed = true
-		close(r.ready)
-	}
-	due := r.wasLive
-	r.wasLive = false
-	return due
-}
-
-// work is a room's worker: it runs syncRoom until no new request came in
-// during the last pass.
-func (b *RedisCluster) work(r *clusterRoom) {
-	defer b.wg.Done()
-	for {
-		b.syncRoom(r)
-		b.mu.Lock()
-		if r.again && !b.closed {
-			r.again = false
-			b.mu.Unlock()
-			continue
-		}
-		r.working = false
-		b.forgetLocked(r)
-		b.mu.Unlock()
-		return
-	}
-}
-
-// errAwaitShard says that the room's shard lost its connection: its loop
-// resubscribes every room it holds (or hands them back to their workers).
-var errAwaitShard = errors.New("the shard's connection is being restored")
-
-// errShardGone says the shard was closed meanwhile: resolve again.
-var errShardGone = errors.New("the shard closed")
-
-// syncRoom brings r's subscription in line with r.wanted: confirmed on the
-// master that owns its slot, or on none. It retries with backoff until
-// that holds, the room's shard takes over, or Close.
-func (b *RedisCluster) syncRoom(r *clusterRoom) {
-	failures := 0
-	for {
-		if failures > 0 && !b.backoff(failures) {
-			return
-		}
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
-			return
-		}
-		r.again = false // this pass looks at the latest state
-		wanted, cur, confirmed, stale := r.wanted, r.shard, r.confirmed, r.stale
-		r.stale = false
-		b.mu.Unlock()
-
-		if !wanted {
-			if cur != nil {
-				b.detach(r, cur)
-			}
-			return
-		}
-		if confirmed {
-			return
-		}
-		target, err := b.owner(r.channel, stale || failures > 0)
-		if err != nil {
-			b.log.Debug("cannot resolve the room's master", "room", r.room, "err", err)
-			failures++
-			continue
-		}
-		if cur != nil && cur != target {
-			b.detach(r, cur)
-		}
-		ok, err := target.subscribe(r)
-		switch {
-		case errors.Is(err, errAwaitShard), errors.Is(err, ErrClosed):
-			return
-		case ok:
-			// The loop confirmed it at the PONG; the next pass checks.
-			failures = 0
-		default:
-			// MOVED, or the master failed: the slot map is stale.
-			b.log.Debug("subscription not confirmed; resolving the room's master again", "room", r.room, "master", target.addr, "err", err)
-			b.mu.Lock()
-			r.stale = true
-			b.mu.Unlock()
-			failures++
-		}
-	}
-}
-
-// owner returns the shard of the master that owns channel's slot, after
-// re-reading the slot map if fresh.
-func (b *RedisCluster) owner(channel string, fresh bool) (*shardSub, error) {
-	if fresh {
-		b.reloadState()
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-	defer cancel()
+// owner implements topology: the master that owns channel's slot in the
+// client's slot map.
+func (b *RedisCluster) owner(ctx context.Context, channel string) (string, pubSubber, error) {
 	cl, err := b.client.MasterForKey(ctx, channel)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	return b.shardFor(cl)
-}
-
-// shardFor returns the shard of the master client cl, opening it if needed.
-func (b *RedisCluster) shardFor(cl *redis.Client) (*shardSub, error) {
-	addr := cl.Options().Addr
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, ErrClosed
-	}
-	if s := b.shards[addr]; s != nil && s.client == cl {
-		return s, nil
-	}
-	// New, or go-redis replaced its client of that address (after dropping
-	// the node from its map): the old shard's rooms move as they resolve.
-	s := newShardSub(b, addr, cl)
-	b.shards[addr] = s
-	b.all[s] = struct{}{}
-	b.wg.Add(1)
-	go s.loop()
-	return s, nil
-}
-
-// detach takes r off shard s, unsubscribing it there if s still serves it.
-// A shard left without rooms is closed.
-func (b *RedisCluster) detach(r *clusterRoom, s *shardSub) {
-	b.mu.Lock()
-	if r.shard != s {
-		b.mu.Unlock()
-		return
-	}
-	r.shard = nil
-	if r.wanted {
-		b.unconfirmLocked(r, true)
-	}
-	state := s.states[r.channel]
-	delete(s.rooms, r.channel)
-	delete(s.states, r.channel)
-	empty := len(s.rooms) == 0 && !s.closed
-	if empty {
-		s.closed = true
-		delete(b.all, s)
-		if b.shards[s.addr] == s {
-			delete(b.shards, s.addr)
-		}
-	}
-	// Redis answers SUNSUBSCRIBE with MOVED once the slot is gone, and a
-	// lost connection holds no subscription: write it only when it counts.
-	write := !empty && !s.closed && !s.lost && state != chanUnsubscribed
-	b.mu.Unlock()
-	if empty {
-		s.closePubSub()
-		return
-	}
-	if write {
-		ctx, cancel := context.WithTimeout(b.ctx, time.Second)
-		err := s.ps.SUnsubscribe(ctx, r.channel)
-		cancel()
-		if err != nil {
-			s.suspect(err)
-		}
-	}
-}
-
-// backoff sleeps for the jittered backoff of the given attempt (1, 2, …),
-// from about 50 ms up to about one second. It returns false on Close.
-func (b *RedisCluster) backoff(attempt int) bool {
-	d := min(50*time.Millisecond<<min(attempt-1, 5), time.Second)
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-b.ctx.Done():
-		return false
-	}
-}
-
-// reconnectSoon makes the notifier call Handler.HandleReconnect (once for
-// any number of calls made before it gets to it).
-func (b *RedisCluster) reconnectSoon() {
-	select {
-	case b.reconnectDue <- struct{}{}:
-	default:
-	}
-}
-
-// notifier calls HandleReconnect when due, off the receive loops and the
-// room workers, so that many rooms moving at once cost one call or a few.
-func (b *RedisCluster) notifier() {
-	defer b.wg.Done()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-b.reconnectDue:
-		}
-		b.mu.Lock()
-		h := b.handler
-		b.mu.Unlock()
-		if h != nil {
-			h.HandleReconnect()
-		}
-	}
+	return cl.Options().Addr, cl, nil
 }
 
 // stateReloader coalesces re-reads of the cluster's slot map: a caller
@@ -568,10 +225,10 @@ type stateReloader struct {
 	running bool
 }
 
-// reloadState re-reads the slot map (CLUSTER SLOTS) into the client, and
-// waits for it, up to Close.
-func (b *RedisCluster) reloadState() {
-	rl := &b.reload
+// reload implements topology: it re-reads the slot map (CLUSTER SLOTS)
+// into the client, and waits for it, up to ctx's end or Close.
+func (b *RedisCluster) reload(ctx context.Context) {
+	rl := &b.reloads
 	rl.mu.Lock()
 	if rl.next == nil {
 		rl.next = make(chan struct{})
@@ -579,19 +236,20 @@ func (b *RedisCluster) reloadState() {
 	done := rl.next
 	if !rl.running {
 		rl.running = true
-		b.wg.Add(1) // callers are broker goroutines: the group is not empty
+		b.wg.Add(1) // callers are the engine's goroutines: Close has not reached b.wg.Wait
 		go b.reloader()
 	}
 	rl.mu.Unlock()
 	select {
 	case <-done:
+	case <-ctx.Done():
 	case <-b.ctx.Done():
 	}
 }
 
 func (b *RedisCluster) reloader() {
 	defer b.wg.Done()
-	rl := &b.reload
+	rl := &b.reloads
 	for {
 		rl.mu.Lock()
 		done := rl.next

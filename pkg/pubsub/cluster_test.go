@@ -415,3 +415,29 @@ func TestRedisClusterChurnUnderFaults(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisClusterHandleLostThenReconnect(t *testing.T) {
+	// One master's sharded subscription connection is killed: HandleLost
+	// once, then HandleReconnect once its rooms are proven back; the
+	// rooms of the other masters never notice.
+	t.Parallel()
+	c := testutil.StartCluster(t, 3, 0)
+	cc := newClusterClient(t, c)
+	b, _ := newClusterBroker(t, cc)
+	p := &lostProbe{Recorder: pubsubtest.NewRecorder(), hc: b}
+	b.Register(p)
+	m := c.Masters()[0]
+	on, off := roomsOn(t, c, m, "l", 2)
+	for _, room := range append(on, off...) {
+		if err := b.Subscribe(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectEach(t, b, p.Recorder, "before", append(on, off...)...)
+	if n, err := c.Client(m).ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub on %s: %d killed, %v", m, n, err)
+	}
+	p.WaitReconnects(t, 1)
+	expectEach(t, b, p.Recorder, "after", append(on, off...)...)
+	checkLostThenReconnect(t, p, 2)
+}

@@ -10,5 +10,10 @@
 // loop calls it inline and never waits on anything else, so a Handler must not
 // block. Deliveries can still be lost (a Redis reconnect, a dropped
 // subscriber connection); Handler.HandleReconnect says when, and the caller
-// recovers from history by sequence id.
+// recovers from history by sequence id. A Handler that also implements
+// LostHandler hears of a loss as soon as the broker suspects it.
+//
+// Redis and RedisCluster receive through one subscriber engine
+// (subscribe.go, shard.go: its doc states the lock order and who owns
+// which goroutine); a single Redis is a cluster of one shard.
 package pubsub

@@ -3,7 +3,6 @@ package pubsub
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -14,9 +13,11 @@ import (
 // about once a second; it never does I/O.
 type HealthChecker interface {
 	// Healthy returns nil while the broker's subscription connections are
-	// live (for Redis: the connection answered a read or a PING within
-	// the last few ping intervals, and no outage is pending), and an error
-	// wrapping ErrSubscriptionDown saying why not otherwise.
+	// live (for Redis and RedisCluster: every connection holding rooms,
+	// and the single Redis's one at all times, answered a read or a PING
+	// within the last few ping intervals and is not lost, and no room
+	// that lost its subscription waits to be subscribed again), and an
+	// error wrapping ErrSubscriptionDown saying why not otherwise.
 	Healthy() error
 }
 
@@ -29,85 +30,45 @@ var (
 	_ HealthChecker = (*RedisCluster)(nil)
 )
 
-// subHealth is what a receive loop last proved about its connection.
-type subHealth struct {
-	mu        sync.Mutex
-	lastAlive time.Time // the last successful read (message, PONG, confirmation)
-	down      string    // why the subscriptions are lost; "" while they are live
-	downSince time.Time
-}
-
-func newSubHealth() *subHealth { return &subHealth{lastAlive: time.Now()} }
-
-// alive records a successful read.
-func (h *subHealth) alive() {
-	h.mu.Lock()
-	h.lastAlive = time.Now()
-	h.mu.Unlock()
-}
-
-// lost records that the subscriptions may be gone, until restored.
-func (h *subHealth) lost(why string) {
-	h.mu.Lock()
-	if h.down == "" {
-		h.down, h.downSince = why, time.Now()
-	}
-	h.mu.Unlock()
-}
-
-// restored records that a probe PING proved every subscription back.
-func (h *subHealth) restored() {
-	h.mu.Lock()
-	h.down = ""
-	h.lastAlive = time.Now()
-	h.mu.Unlock()
-}
-
-// check returns nil if the connection is live and read from within
-// maxSilence.
-func (h *subHealth) check(maxSilence time.Duration) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.down != "" {
-		return fmt.Errorf("%w: %s %v ago, not restored yet", ErrSubscriptionDown, h.down, time.Since(h.downSince).Round(time.Millisecond))
-	}
-	if d := time.Since(h.lastAlive); d > maxSilence {
-		return fmt.Errorf("%w: no answer on it for %v", ErrSubscriptionDown, d.Round(time.Millisecond))
-	}
-	return nil
-}
-
 // maxSilence is how long a live subscription connection may go without a
 // successful read: the receive loop pings after PingInterval of silence
 // and waits as long again for the PONG; a second of slack covers a
 // scheduler hiccup.
 func maxSilence(pingInterval time.Duration) time.Duration { return 2*pingInterval + time.Second }
 
-// Healthy implements HealthChecker.
-func (b *Redis) Healthy() error {
-	if b.isClosed() {
-		return ErrClosed
-	}
-	return b.health.check(maxSilence(b.cfg.PingInterval))
-}
+// Healthy implements HealthChecker (see subscriber.healthy).
+func (b *Redis) Healthy() error { return b.sub.healthy() }
 
-// Healthy implements HealthChecker: every master connection holding rooms
-// is live, and no room that lost its live subscription (a failover, a
-// slot move) is still waiting to be subscribed again. Rooms being
-// subscribed for the first time (a join in progress) do not count.
-func (b *RedisCluster) Healthy() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+// Healthy implements HealthChecker (see subscriber.healthy).
+func (b *RedisCluster) Healthy() error { return b.sub.healthy() }
+
+// healthy checks every shard that holds rooms (and the single Redis's
+// pinned shard, rooms or not): not lost, and read from within maxSilence;
+// then that no room that lost a live subscription (a reconnect, a
+// failover, a slot move) still waits for its new one. Rooms subscribed
+// for the first time (a join in progress) do not count. It never does
+// I/O; a Handler may call it.
+func (e *subscriber) healthy() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
 		return ErrClosed
 	}
-	for s := range b.all {
-		if s.lost && len(s.rooms) > 0 {
-			return fmt.Errorf("%w: the subscription connection to %s is lost, not restored yet", ErrSubscriptionDown, s.addr)
+	limit := maxSilence(e.cfg.pingInterval)
+	for s := range e.all {
+		if len(s.rooms) == 0 && !s.pinned {
+			continue
+		}
+		if s.lost {
+			return fmt.Errorf("%w: the subscription connection to %s is lost (%s %v ago), not restored yet",
+				ErrSubscriptionDown, s.addr, s.lostWhy, time.Since(s.lostSince).Round(time.Millisecond))
+		}
+		if d := time.Since(time.Unix(0, s.lastAlive.Load())); d > limit {
+			return fmt.Errorf("%w: no answer on the subscription connection to %s for %v", ErrSubscriptionDown, s.addr, d.Round(time.Millisecond))
 		}
 	}
 	lost := 0
-	for _, r := range b.rooms {
+	for _, r := range e.rooms {
 		if r.wanted && r.wasLive && !r.confirmed {
 			lost++
 		}

@@ -58,49 +58,32 @@ type RedisConfig struct {
 	Logger *slog.Logger
 }
 
-// Redis is the Broker for a cluster of nodes sharing one Redis. Stored
-// publishes run one Lua script that appends to the room's log (in the
-// history.Keys layout, read by history.Redis) and publishes on the room's
-// channel in the same atomic step.
+// Redis is the Broker for a cluster of nodes sharing one Redis (or the
+// master a Sentinel failover client follows). Stored publishes run one Lua
+// script that appends to the room's log (in the history.Keys layout, read
+// by history.Redis) and publishes on the room's channel in the same atomic
+// step.
 //
-// All subscriptions of a node share one Redis connection, read by one
-// goroutine that the broker owns and that Close waits for. go-redis redials
-// and resubscribes that connection by itself; the broker notices (a read
-// error, a failed ping, or Redis confirming again a subscription it had
-// already confirmed), proves that the subscriptions are back with a PING
-// round trip, and then calls Handler.HandleReconnect.
+// Subscriptions run on the subscriber engine that RedisCluster runs too
+// (subscribe.go, shard.go), as a cluster of one shard: all subscriptions
+// of a node share one pub/sub connection, with SUBSCRIBE, read by one
+// goroutine; each Subscribe is confirmed by a PING round trip after it;
+// when the connection is lost (a read error, a failed ping or write, or
+// Redis confirming again a subscription it had already confirmed) the
+// broker calls LostHandler.HandleLost, resubscribes every room, proves
+// them back with a PING round trip, and then calls
+// Handler.HandleReconnect. Every goroutine is the broker's, and Close
+// waits for them.
 type Redis struct {
 	client redis.UniversalClient
 	keys   history.Keys
 	cfg    RedisConfig
 	log    *slog.Logger
-	ps     *redis.PubSub
-
-	// opMu orders the SUBSCRIBE and UNSUBSCRIBE writes of this node with
-	// the state changes in subs that decide them, so that Redis sees them
-	// in the order the broker decided them. The receive loop never takes
-	// it.
-	opMu sync.Mutex
-
-	mu      sync.Mutex
-	handler Handler
-	subs    map[string]*subscription // by channel name
-	waiters map[string]chan struct{} // by PING token, closed on its PONG
-	lost    chan struct{}            // closed (and replaced) when the connection is lost
-	nextTok uint64
-	closed  bool
+	sub    *subscriber // the receive side, whose closed state is the broker's
 
 	closing chan struct{}    // closed by Close
 	pubs    chan *publishReq // stored publishes waiting for the batcher
-	health  *subHealth       // what the receive loop last proved (health.go)
-	wg      sync.WaitGroup
-}
-
-// subscription is the state of one subscribed room.
-type subscription struct {
-	room      string
-	confirmed bool // a Subscribe returned nil: Redis confirmed it
-	pending   int  // Subscribe calls waiting for Redis's confirmation
+	wg      sync.WaitGroup   // the batcher
 }
 
 // redisDefaults applies the zero-value defaults that RedisConfig and
@@ -133,18 +116,18 @@ func NewRedis(cfg RedisConfig) *Redis {
 		keys:    history.NewKeys(cfg.Prefix),
 		cfg:     cfg,
 		log:     log.With("component", "pubsub"),
-		ps:      cfg.Client.Subscribe(context.Background()), // no channel: no I/O yet
-		subs:    make(map[string]*subscription),
-		waiters: make(map[string]chan struct{}),
-		lost:    make(chan struct{}),
 		closing: make(chan struct{}),
 		pubs:    make(chan *publishReq, maxPublishBatch),
-		health:  newSubHealth(),
 	}
+	b.sub = newSubscriber(context.Background(), subscriberConfig{
+		keys:         b.keys,
+		topo:         oneServer{cfg.Client},
+		pin:          true,
+		pingInterval: cfg.PingInterval,
+		log:          b.log,
+	})
 	b.wg.Add(1)
 	go b.batchPublishes()
-	b.wg.Add(1)
-	go b.receiveLoop()
 	return b
 }
 
@@ -152,11 +135,26 @@ func NewRedis(cfg RedisConfig) *Redis {
 func (b *Redis) Keys() history.Keys { return b.keys }
 
 // Register implements Broker.
-func (b *Redis) Register(h Handler) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.handler = h
-}
+func (b *Redis) Register(h Handler) { b.sub.register(h) }
+
+// Subscribe implements Broker. It returns once Redis confirmed the
+// subscription (RedisCluster: the room's master), or with an error
+// wrapping ErrUnavailable when ctx ends first; the subscription is then
+// rolled back, unless another Subscribe of the room still waits, so that
+// concurrent Subscribe and Unsubscribe calls of a room end in the state of
+// the last one made. A room already confirmed returns at once.
+func (b *Redis) Subscribe(ctx context.Context, room string) error { return b.sub.subscribe(ctx, room) }
+
+// Unsubscribe implements Broker. Deliveries of room stop when it returns;
+// the room's worker writes the UNSUBSCRIBE. It returns nil, also after
+// Close.
+func (b *Redis) Unsubscribe(ctx context.Context, room string) error { return b.sub.unsubscribe(room) }
+
+var _ Syncer = (*Redis)(nil)
+
+// Sync implements Syncer with a PING barrier on the room's subscription
+// connection (see subscriber.sync).
+func (b *Redis) Sync(ctx context.Context, room string) error { return b.sub.sync(ctx, room) }
 
 // publishScript stores a message and publishes it in one atomic step.
 //
@@ -301,46 +299,14 @@ func newEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Close implements Broker. It stops the receive loop and waits for it; it
-// does not close the Client.
+// Close implements Broker. It closes the subscription connection, stops the
+// broker's goroutines and waits for them; it does not close the Client.
 func (b *Redis) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	close(b.closing)
-	b.mu.Unlock()
-
-	// Closing the PubSub fails the loop's pending read at once.
-	err := b.ps.Close()
-	b.wg.Wait()
-	if err != nil && !errors.Is(err, redis.ErrClosed) {
-		return fmt.Errorf("pubsub: close: %w", err)
+	if b.sub.close() {
+		close(b.closing)
+		b.wg.Wait()
 	}
 	return nil
 }
 
-func (b *Redis) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
-
-// wait sleeps for the backoff of the given attempt (1, 2, …), from 50 ms up
-// to one second. It returns false if ctx or Close ended the wait first.
-func (b *Redis) wait(ctx context.Context, attempt int) bool {
-	d := 50 * time.Millisecond << min(attempt-1, 5)
-	d = min(d, time.Second)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-b.closing:
-		return false
-	}
-}
+func (b *Redis) isClosed() bool { return b.sub.isClosed() }

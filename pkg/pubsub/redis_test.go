@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,4 +290,89 @@ func TestRotateKeepsLogAndKeys(t *testing.T) {
 	if got, err := st.Rotate(ctx, "none", "x"); err != nil || got != "" {
 		t.Fatalf("Rotate of a room without a log = %q, %v", got, err)
 	}
+}
+// lostProbe is a Recorder that also records, at each HandleLost, what the
+// broker's Healthy said: Healthy takes the broker's lock, so a HandleLost
+// called under it would deadlock the test.
+type lostProbe struct {
+	*pubsubtest.Recorder
+	hc pubsub.HealthChecker
+
+	mu           sync.Mutex
+	healthAtLost []error
+}
+
+func (p *lostProbe) HandleLost() {
+	err := p.hc.Healthy()
+	p.mu.Lock()
+	p.healthAtLost = append(p.healthAtLost, err)
+	p.mu.Unlock()
+	p.Recorder.HandleLost()
+}
+
+// checkLostThenReconnect fails unless p saw exactly one HandleLost, first,
+// with Healthy reporting the subscription down, and then a HandleReconnect
+// (reconnects of them at least, at most max).
+func checkLostThenReconnect(t *testing.T, p *lostProbe, max int) {
+	t.Helper()
+	got := p.Notices()
+	if len(got) < 2 || len(got) > 1+max || got[0] != "lost" || slices.Contains(got[1:], "lost") {
+		t.Fatalf("notices %v; want lost, then 1 to %d reconnects", got, max)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.healthAtLost) != 1 || !errors.Is(p.healthAtLost[0], pubsub.ErrSubscriptionDown) {
+		t.Fatalf("Healthy at HandleLost: %v; want ErrSubscriptionDown", p.healthAtLost)
+	}
+}
+
+func TestRedisHandleLostThenReconnect(t *testing.T) {
+	// A killed subscriber connection: HandleLost as soon as the receive
+	// loop notices, HandleReconnect once the room is proven back, and
+	// deliveries go on.
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	srv.RequireOwn()
+	c := newClient(t, srv)
+	b, _ := newRedisBroker(t, c)
+	p := &lostProbe{Recorder: pubsubtest.NewRecorder(), hc: b}
+	b.Register(p)
+	if err := b.Subscribe(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	expectDelivery(t, b, p.Recorder, "a", "before")
+	if n, err := c.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %d killed, %v", n, err)
+	}
+	p.WaitReconnects(t, 1)
+	expectDelivery(t, b, p.Recorder, "a", "after")
+	checkLostThenReconnect(t, p, 1)
+}
+
+func TestRedisUnsubscribeWhileLost(t *testing.T) {
+	// A room left while the subscription connection is lost stays left:
+	// go-redis, which redials by itself, must not subscribe it again.
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	srv.RequireOwn()
+	c := newClient(t, srv)
+	b, _ := newRedisBroker(t, c) // PingInterval 500 ms: lost within about 1 s
+	rec := pubsubtest.NewRecorder()
+	subscribeAll(t, b, rec, "a", "b")
+	srv.Pause()
+	rec.WaitLost(t, 1)
+	if err := b.Unsubscribe(t.Context(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Resume()
+	rec.WaitReconnects(t, 1)
+	expectDelivery(t, b, rec, "a", "after")
+	ch := b.Keys().Channel("b")
+	eventuallyPS(t, func() error {
+		n, err := c.PubSubNumSub(t.Context(), ch).Result()
+		if err != nil || n[ch] != 0 {
+			return fmt.Errorf("PUBSUB NUMSUB of the room left: %v, %v", n, err)
+		}
+		return nil
+	})
 }

@@ -11,12 +11,14 @@ import (
 // WaitTimeout bounds every wait of the suite for a delivery or a reconnect.
 const WaitTimeout = 10 * time.Second
 
-// Recorder is a pubsub.Handler that keeps every delivery and reconnect for
-// a test to wait on. It never blocks the broker's receive loop.
+// Recorder is a pubsub.Handler and pubsub.LostHandler that keeps every
+// delivery, loss and reconnect for a test to wait on. It never blocks the
+// broker's receive loop.
 type Recorder struct {
 	mu         sync.Mutex
 	msgs       []pubsub.Envelope
 	reconnects int
+	notices    []string      // "lost" and "reconnect", in call order
 	signal     chan struct{} // capacity 1: "something changed"
 }
 
@@ -37,8 +39,25 @@ func (r *Recorder) HandleMessage(env pubsub.Envelope) {
 func (r *Recorder) HandleReconnect() {
 	r.mu.Lock()
 	r.reconnects++
+	r.notices = append(r.notices, "reconnect")
 	r.mu.Unlock()
 	r.notify()
+}
+
+// HandleLost implements pubsub.LostHandler.
+func (r *Recorder) HandleLost() {
+	r.mu.Lock()
+	r.notices = append(r.notices, "lost")
+	r.mu.Unlock()
+	r.notify()
+}
+
+// Notices returns the HandleLost ("lost") and HandleReconnect
+// ("reconnect") calls so far, in call order.
+func (r *Recorder) Notices() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.notices...)
 }
 
 func (r *Recorder) notify() {
@@ -103,6 +122,20 @@ func (r *Recorder) Pending() []pubsub.Envelope {
 func (r *Recorder) WaitReconnects(t testing.TB, n int) {
 	t.Helper()
 	r.waitFor(t, "a reconnect", func() bool { return r.reconnects >= n })
+}
+
+// WaitLost waits until HandleLost was called at least n times.
+func (r *Recorder) WaitLost(t testing.TB, n int) {
+	t.Helper()
+	r.waitFor(t, "a loss", func() bool {
+		lost := 0
+		for _, n := range r.notices {
+			if n == "lost" {
+				lost++
+			}
+		}
+		return lost >= n
+	})
 }
 
 // waitFor waits until cond, evaluated with r.mu held, holds.
