@@ -291,6 +291,7 @@ func TestRotateKeepsLogAndKeys(t *testing.T) {
 		t.Fatalf("Rotate of a room without a log = %q, %v", got, err)
 	}
 }
+
 // lostProbe is a Recorder that also records, at each HandleLost, what the
 // broker's Healthy said: Healthy takes the broker's lock, so a HandleLost
 // called under it would deadlock the test.
