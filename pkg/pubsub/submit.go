@@ -48,10 +48,15 @@ func NewPending(room string) *Pending {
 // Completed returns a Pending already completed with res and err, for a
 // Broker that answers at once (Memory, or a refusal before queueing).
 func Completed(res PublishResult, err error) *Pending {
-	p := NewPending("")
-	p.complete(res, err)
-	return p
+	return &Pending{done: closedDone, res: res, err: err}
 }
+
+// closedDone is the Done channel of every Pending made by Completed.
+var closedDone = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // Complete records the publish's answer and wakes its waiters. The Broker
 // that returned p calls it exactly once; err follows Publish's contract (an
