@@ -37,6 +37,8 @@ type config struct {
 	drain        time.Duration
 	size         int
 	batch        int
+	flood        bool // publishers send back to back, not on a schedule
+	maxUnacked   int  // with flood: sends per publisher waiting for an answer at most (0: no bound)
 	jsonOut      bool
 	pids         []int
 	idle         int
@@ -73,6 +75,7 @@ Examples:
     chatbench -ws-addrs 127.0.0.1:8080 -grpc-addrs 127.0.0.1:50051 \
       -subs 1000 -pubs 10 -rooms 10 -rate 100 -duration 30s -pids $(pgrep -d, -x node)
     chatbench -ws-addrs 127.0.0.1:8080 -idle 10000 -transport ws -pids 1234
+    chatbench -grpc-addrs 127.0.0.1:50051 -transport grpc -subs 1 -pubs 1 -flood   # one stream's acks/s
 
 Flags:
 `
@@ -100,6 +103,8 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&c.drain, "drain", 5*time.Second, "after the window, how long to wait for outstanding deliveries (at most 10s)")
 	fs.IntVar(&c.size, "size", 100, "message text size in bytes (the header is padded with [a-z] up to it)")
 	fs.IntVar(&c.batch, "batch", 1, "messages a publisher sends back to back per tick; ticks come every batch/rate seconds and the batch shares the tick's intended send time (use for high per-publisher rates)")
+	fs.BoolVar(&c.flood, "flood", false, "publishers ignore -rate and -batch and send back to back, as fast as their stream takes, like a client that does not wait for acks; the summary's acks/s is what one stream gets (latency then includes the client's own queueing)")
+	fs.IntVar(&c.maxUnacked, "max-unacked", 0, "with -flood: at most this many sends per publisher waiting for their answer (1 waits for each ack before the next send); 0: no bound but the transport's flow control")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the summary as one JSON object on stdout")
 	fs.StringVar(&pids, "pids", "", "comma-separated server pids: report their CPU per 100k deliveries and RSS (from /proc)")
 	fs.IntVar(&c.idle, "idle", 0, "hold this many idle connections (no traffic) and report server memory per connection")
@@ -169,6 +174,9 @@ func (c *config) validate() error {
 		}
 		if c.rate <= 0 || c.rate > 1e6 {
 			errs = append(errs, errors.New("-rate must be in (0, 1e6]"))
+		}
+		if c.maxUnacked < 0 || c.maxUnacked > 0 && !c.flood {
+			errs = append(errs, errors.New("-max-unacked must not be negative, and needs -flood"))
 		}
 		if c.batch < 1 {
 			errs = append(errs, errors.New("-batch must be at least 1"))

@@ -12,6 +12,10 @@
 // second on stderr and a summary (or -json) on stdout, with the servers' CPU
 // per 100k deliveries and RSS when given their -pids.
 //
+// With -flood, publishers send back to back instead, as fast as their
+// stream takes (-max-unacked bounds the sends waiting for an answer), and
+// the summary's acks/s is what a stream gets.
+//
 // With -idle N it holds N idle connections and reports the servers' memory
 // per connection.
 //
@@ -263,7 +267,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	defer subs.closeClients()
 	pstats := make([]*pubStats, cfg.pubs)
 	for i := range pstats {
-		pstats[i] = newPubStats()
+		pstats[i] = newPubStats(cfg.maxUnacked)
 	}
 	pubs, err := openPubs(ctx, cfg, pstats)
 	if err != nil {
@@ -299,7 +303,11 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		writers.Add(1)
 		go func() {
 			defer writers.Done()
-			runPublisher(pubCtx, p, i, s, pstats[i], hardStop)
+			if cfg.flood {
+				runFlood(pubCtx, p, i, s, pstats[i], hardStop)
+			} else {
+				runPublisher(pubCtx, p, i, s, pstats[i], hardStop)
+			}
 		}()
 	}
 	go func() { writers.Wait(); close(pubsDone) }()
@@ -308,6 +316,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	type edge struct {
 		servers serverSample
 		self    time.Duration
+		acks    uint64 // acknowledgements received so far, all publishers
 		err     error
 	}
 	edges := make(chan edge, 2)
@@ -319,7 +328,11 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			case <-time.After(time.Until(at)):
 			}
 			s, err := sampleServers(cfg.pids)
-			edges <- edge{s, selfCPU(), err}
+			var acks uint64
+			for _, st := range pstats {
+				acks += st.acks.Load()
+			}
+			edges <- edge{s, selfCPU(), acks, err}
 		}
 	}()
 
@@ -377,7 +390,13 @@ drain:
 			for _, s := range sstats {
 				got += s.inWin.Load()
 			}
-			if got >= expected {
+			// And every send answered: a delivery can overtake its
+			// sender's ack.
+			answered := true
+			for _, st := range pstats {
+				answered = answered && st.answered.Load() >= st.sent.Load()
+			}
+			if got >= expected && answered {
 				break drain
 			}
 		}
@@ -400,5 +419,6 @@ drain:
 	}
 	r := buildResult(cfg, p, connectTime, sstats, pstats, expected)
 	r.addCPU(cfg, win[0].servers, win[1].servers, win[1].self-win[0].self)
+	r.AcksPerSec = float64(win[1].acks-win[0].acks) / cfg.duration.Seconds()
 	return r.write(stdout, cfg.jsonOut)
 }

@@ -89,6 +89,37 @@ func TestRunLoad(t *testing.T) {
 	}
 }
 
+func TestRunFlood(t *testing.T) {
+	// Publishers sending back to back, with and without a bound on their
+	// unanswered sends: every window send is acknowledged and delivered
+	// once, in order, and the ack rate is measured.
+	a := startNode(t)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"grpc unbounded", []string{"-pub-transport", "grpc"}},
+		{"ws one at a time", []string{"-pub-transport", "ws", "-max-unacked", "1"}},
+		{"grpc window of 8", []string{"-pub-transport", "grpc", "-max-unacked", "8", "-pubs", "2", "-rooms", "2", "-subs", "2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var r result
+			runJSON(t, &r, append([]string{"-transport", "grpc", "-subs", "1", "-pubs", "1", "-flood", "-room-prefix", "flood-" + strings.ReplaceAll(c.name, " ", "-"),
+				"-ws-addrs", a.HTTP, "-grpc-addrs", a.GRPC, "-duration", "1s", "-warmup", "300ms", "-drain", "5s"}, c.args...)...)
+			if !r.Flood || r.Sent == 0 || r.Acked != r.Sent || r.Unacked != 0 || r.Rejected != 0 {
+				t.Errorf("flood %v: sent %d, acked %d, unacked %d, rejected %d; want all of a positive number acked", r.Flood, r.Sent, r.Acked, r.Unacked, r.Rejected)
+			}
+			if r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SeqGaps != 0 || r.Delivered != r.Expected {
+				t.Errorf("delivered %d of %d: lost %d, duplicated %d, reordered %d, seq gaps %d", r.Delivered, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.SeqGaps)
+			}
+			if r.AcksPerSec <= 0 || r.PubErrors != 0 || r.SubErrors != 0 {
+				t.Errorf("acks/s %v, errors %d/%d: %s", r.AcksPerSec, r.PubErrors, r.SubErrors, r.FirstErr)
+			}
+		})
+	}
+}
+
 func TestRunIdle(t *testing.T) {
 	a := startNode(t)
 	for _, tr := range []string{"ws", "grpc"} {
@@ -115,6 +146,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-drain", "11s"},
 		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-rate", "0"},
 		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-pids", "abc"},
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-max-unacked", "4"}, // needs -flood
 		{"-ws-addrs", "x:1", "-transport", "quic"},
 		{"-ws-addrs", "x:1", "stray"},
 	} {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -27,8 +29,18 @@ type plan struct {
 	t0               time.Time
 	winStart, winEnd int64
 	interval         time.Duration // between one publisher's ticks
-	firstWindow      []uint64      // by publisher: its first counter in the window
+	// firstWindow is, by publisher, its first counter in the window. With
+	// -flood it is only known once the publisher gets there (it sets it
+	// before sending that counter); until then it is noWindow.
+	firstWindow []atomic.Uint64
 }
+
+// noWindow is the first window counter of a -flood publisher that has
+// not reached the window yet.
+const noWindow = math.MaxUint64
+
+// first returns publisher pub's first counter in the window.
+func (p *plan) first(pub int) uint64 { return p.firstWindow[pub].Load() }
 
 func newPlan(cfg *config, t0 time.Time) *plan {
 	p := &plan{
@@ -39,9 +51,13 @@ func newPlan(cfg *config, t0 time.Time) *plan {
 		interval: time.Duration(float64(time.Second) * float64(cfg.batch) / cfg.rate),
 	}
 	p.interval = max(p.interval, 1)
-	p.firstWindow = make([]uint64, cfg.pubs)
+	p.firstWindow = make([]atomic.Uint64, cfg.pubs)
 	for i := range p.firstWindow {
-		p.firstWindow[i] = p.firstCounterAt(i, p.winStart)
+		if cfg.flood {
+			p.firstWindow[i].Store(noWindow)
+		} else {
+			p.firstWindow[i].Store(p.firstCounterAt(i, p.winStart))
+		}
 	}
 	return p
 }
@@ -105,7 +121,7 @@ func runPublisher(ctx context.Context, p *plan, pub int, s sender, st *pubStats,
 			if now.After(hardStop) {
 				// Hopelessly behind: give up on the rest of the window.
 				end := p.firstCounterAt(pub, p.winEnd)
-				if from := max(ctr, p.firstWindow[pub]); end > from {
+				if from := max(ctr, p.first(pub)); end > from {
 					st.skipped += end - from
 				}
 				return
@@ -113,6 +129,51 @@ func runPublisher(ctx context.Context, p *plan, pub int, s sender, st *pubStats,
 		}
 		if inWin {
 			_ = st.lag.RecordValue(min(max(lag/1000, histMinUS), histMaxUS))
+		}
+		buf = appendText(buf[:0], pub, ctr, at, p.cfg.size)
+		if err := s.send(buf); err != nil {
+			if ctx.Err() == nil {
+				st.err = fmt.Errorf("publisher %d: send: %w", pub, err)
+			}
+			return
+		}
+		st.sent.Add(1)
+		if inWin {
+			st.sentWindow++
+		}
+	}
+}
+
+// runFlood sends publisher pub's messages back to back until the window
+// ends (-flood): each text carries its actual send time as its intended
+// one, and at most cfg.maxUnacked sends wait for an answer at once (0: as
+// many as the transport takes). It gives up waiting for answers at
+// hardStop.
+func runFlood(ctx context.Context, p *plan, pub int, s sender, st *pubStats, hardStop time.Time) {
+	buf := make([]byte, 0, p.cfg.size+64)
+	var stop <-chan time.Time
+	if st.credits != nil {
+		t := time.NewTimer(time.Until(hardStop))
+		defer t.Stop()
+		stop = t.C
+	}
+	for ctr := uint64(0); ; ctr++ {
+		if st.credits != nil {
+			select {
+			case st.credits <- struct{}{}:
+			case <-ctx.Done():
+				return
+			case <-stop:
+				return // answers stopped coming
+			}
+		}
+		at := time.Now().UnixNano()
+		if at >= p.winEnd {
+			return
+		}
+		inWin := at >= p.winStart
+		if inWin && p.first(pub) == noWindow {
+			p.firstWindow[pub].Store(ctr)
 		}
 		buf = appendText(buf[:0], pub, ctr, at, p.cfg.size)
 		if err := s.send(buf); err != nil {

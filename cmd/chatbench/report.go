@@ -23,6 +23,8 @@ type result struct {
 	Rooms        int     `json:"rooms"`
 	Rate         float64 `json:"rate"` // msg/s per publisher
 	Batch        int     `json:"batch"`
+	Flood        bool    `json:"flood,omitempty"`       // publishers sent back to back (-flood)
+	MaxUnacked   int     `json:"max_unacked,omitempty"` // -max-unacked
 	Size         int     `json:"size"`
 	DurationS    float64 `json:"duration_s"`
 	WarmupS      float64 `json:"warmup_s"`
@@ -40,9 +42,13 @@ type result struct {
 	Acked     uint64  `json:"acked"`       // window messages the node acknowledged (stored)
 	Unacked   uint64  `json:"unacked"`     // window messages sent but never answered before the publisher closed
 	Rejected  uint64  `json:"rejected"`    // window messages answered with an error (not stored)
-	Expected  uint64  `json:"expected"`    // deliveries: each sent message times its room's subscribers
-	Delivered uint64  `json:"delivered"`   // distinct deliveries received
-	Missing   int64   `json:"missing"`     // expected - delivered, whatever the cause
+	// AcksPerSec is the acknowledgements the publishers received during
+	// the window (by arrival time), per second: with -flood and one
+	// publisher, what one stream gets.
+	AcksPerSec float64 `json:"acks_per_s"`
+	Expected   uint64  `json:"expected"`  // deliveries: each sent message times its room's subscribers
+	Delivered  uint64  `json:"delivered"` // distinct deliveries received
+	Missing    int64   `json:"missing"`   // expected - delivered, whatever the cause
 	// Lost is the real loss: deliveries of acknowledged messages that
 	// never arrived (and any missing delivery the tracker could not
 	// place, having forgotten its gap: counted here, to be safe).
@@ -98,7 +104,7 @@ func buildResult(cfg *config, p *plan, connect time.Duration, subs []*subStats, 
 	r := &result{
 		Mode: "load", Label: cfg.label,
 		Transport: cfg.transport, PubTransport: cfg.pubTransport,
-		Subs: cfg.subs, Pubs: cfg.pubs, Rooms: cfg.rooms, Rate: cfg.rate, Batch: cfg.batch, Size: cfg.size,
+		Subs: cfg.subs, Pubs: cfg.pubs, Rooms: cfg.rooms, Rate: cfg.rate, Batch: cfg.batch, Flood: cfg.flood, MaxUnacked: cfg.maxUnacked, Size: cfg.size,
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
 		WSAddrs: len(cfg.wsAddrs), GRPCAddrs: len(cfg.grpcAddrs), StreamsPer: cfg.streamsPer,
 		ConnectS: connect.Seconds(),
@@ -178,15 +184,19 @@ func (r *result) write(w io.Writer, asJSON bool) error {
 		return writeJSON(w, r)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "chatbench: subs=%d (%s) pubs=%d (%s) rooms=%d rate=%g/s batch=%d size=%dB window=%s warmup=%s nodes: ws=%d grpc=%d; connected in %.1fs\n",
-		r.Subs, r.Transport, r.Pubs, r.PubTransport, r.Rooms, r.Rate, r.Batch, r.Size,
+	mode := fmt.Sprintf("rate=%g/s batch=%d", r.Rate, r.Batch)
+	if r.Flood {
+		mode = fmt.Sprintf("flood (max unacked %d)", r.MaxUnacked)
+	}
+	fmt.Fprintf(&b, "chatbench: subs=%d (%s) pubs=%d (%s) rooms=%d %s size=%dB window=%s warmup=%s nodes: ws=%d grpc=%d; connected in %.1fs\n",
+		r.Subs, r.Transport, r.Pubs, r.PubTransport, r.Rooms, mode, r.Size,
 		time.Duration(r.DurationS*1e9), time.Duration(r.WarmupS*1e9), r.WSAddrs, r.GRPCAddrs, r.ConnectS)
 	fmt.Fprintf(&b, "sent        %d in window (%d in all), late sends %d (max %.1fms), skipped %d\n",
 		r.Sent, r.SentTotal, r.LateSends, r.MaxLateMS, r.Skipped)
 	fmt.Fprintf(&b, "send lag    p50 %s  p99 %s  max %s  (intended to actual send start: timer wake-up, back-pressure)\n",
 		fmtUS(r.SendLagMS.P50*1e3), fmtUS(r.SendLagMS.P99*1e3), fmtUS(r.SendLagMS.Max*1e3))
-	fmt.Fprintf(&b, "answers     acked %d, never answered %d, rejected %d  (of the window's sends)\n",
-		r.Acked, r.Unacked, r.Rejected)
+	fmt.Fprintf(&b, "answers     acked %d, never answered %d, rejected %d  (of the window's sends); %.0f acks/s received in the window\n",
+		r.Acked, r.Unacked, r.Rejected, r.AcksPerSec)
 	fmt.Fprintf(&b, "deliveries  expected %d, delivered %d, missing %d: lost %d (acked, not delivered), of unacked sends %d (never stored, or unknown), of rejected %d\n",
 		r.Expected, r.Delivered, r.Missing, r.Lost, r.LostUnacked, r.LostRejected)
 	fmt.Fprintf(&b, "            duplicated %d, reordered %d, seq gaps %d, other frames %d\n",

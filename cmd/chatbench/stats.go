@@ -185,7 +185,7 @@ func observe[T string | []byte](s *subStats, p *plan, t T, seq uint64, now int64
 		}
 		s.lastSeq = seq
 	}
-	fresh, late := s.pairs[pub/p.cfg.rooms].observe(ctr, p.firstWindow[pub])
+	fresh, late := s.pairs[pub/p.cfg.rooms].observe(ctr, p.first(pub))
 	if intended < p.winStart || intended >= p.winEnd {
 		return // warm-up
 	}
@@ -233,16 +233,40 @@ type pubStats struct {
 	// goroutine writes them; they are read once the publisher is closed.
 	answers  uint64
 	rejected []uint64
+	// acks counts acknowledgements as they come, read live at the
+	// window's edges (acks per second).
+	acks atomic.Uint64
+	// answered counts every answer (acks and errors), read live by the
+	// drain.
+	answered atomic.Uint64
+	// credits, with -flood -max-unacked, holds a token per send not yet
+	// answered: the sender puts one before each send, an answer takes one.
+	credits chan struct{}
 }
 
-func newPubStats() *pubStats { return &pubStats{lag: newHist()} }
+func newPubStats(maxUnacked int) *pubStats {
+	p := &pubStats{lag: newHist()}
+	if maxUnacked > 0 {
+		p.credits = make(chan struct{}, maxUnacked)
+	}
+	return p
+}
 
 // answer records the answer to the next unanswered send.
 func (p *pubStats) answer(isErr bool) {
 	if isErr {
 		p.rejected = append(p.rejected, p.answers)
+	} else {
+		p.acks.Add(1)
 	}
 	p.answers++
+	p.answered.Add(1)
+	if p.credits != nil {
+		select {
+		case <-p.credits:
+		default:
+		}
+	}
 }
 
 // window is the publisher's range of window counters it sent: sends are
@@ -280,7 +304,7 @@ type sendAccount struct {
 func accountSends(p *plan, subs []*subStats, pubs []*pubStats) sendAccount {
 	var a sendAccount
 	for i, st := range pubs {
-		k, u, r := st.classify(st.window(p.firstWindow[i]))
+		k, u, r := st.classify(st.window(p.first(i)))
 		a.acked, a.unacked, a.rejected = a.acked+k, a.unacked+u, a.rejected+r
 	}
 	add := func(st *pubStats, sp span) {
@@ -291,7 +315,7 @@ func accountSends(p *plan, subs []*subStats, pubs []*pubStats) sendAccount {
 		for j := range s.pairs {
 			pub := s.room + j*p.cfg.rooms
 			st, t := pubs[pub], &s.pairs[j]
-			win := st.window(p.firstWindow[pub])
+			win := st.window(p.first(pub))
 			if !t.started {
 				add(st, win)
 				continue

@@ -83,7 +83,7 @@ func TestObserve(t *testing.T) {
 	// Publisher 0 ticks at t0 + k*100ms, publisher 1 50ms later: each has
 	// 10 messages in the window, counters 10..19.
 	for pub := range 2 {
-		if got := p.firstWindow[pub]; got != 10 {
+		if got := p.first(pub); got != 10 {
 			t.Fatalf("first window counter of publisher %d = %d, want 10", pub, got)
 		}
 		if got := p.firstCounterAt(pub, p.winEnd); got != 20 {
@@ -136,7 +136,7 @@ func TestPlanSchedule(t *testing.T) {
 	cfg := &config{pubs: 3, rooms: 1, rate: 1000, batch: 4, warmup: 1500 * time.Millisecond, duration: 2 * time.Second}
 	p := newPlan(cfg, time.Now())
 	for pub := range cfg.pubs {
-		first := p.firstWindow[pub]
+		first := p.first(pub)
 		if first%4 != 0 || p.intended(pub, first) < p.winStart || (first > 0 && p.intended(pub, first-1) >= p.winStart) {
 			t.Errorf("publisher %d: first window counter %d is not the first at or after the window start", pub, first)
 		}
@@ -209,7 +209,7 @@ func TestSpreadOverNodesAndRooms(t *testing.T) {
 func TestAccountSends(t *testing.T) {
 	cfg := &config{pubs: 2, rooms: 1, subs: 2, rate: 10, batch: 1, warmup: time.Second, duration: time.Second}
 	p := newPlan(cfg, time.Unix(1000, 0)) // window counters 10..19 for both
-	pubs := []*pubStats{newPubStats(), newPubStats()}
+	pubs := []*pubStats{newPubStats(0), newPubStats(0)}
 	// Publisher 0 sent its whole window; the node answered 0..16, 12 with
 	// an error; 17..19 were never answered.
 	pubs[0].sentWindow = 10

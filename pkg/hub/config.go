@@ -61,6 +61,13 @@ type Config struct {
 	// before they did would have to be read back from a log capped at
 	// HistorySize. Zero means 1.5 s; negative means no wait.
 	BusSettle time.Duration
+	// MaxInflightSends is how many of one session's publishes may await
+	// the bus's answer at once (Session.PublishAsync): a stream's reader
+	// hands a message to the bus and reads the next while it is on its
+	// way. Past the bound the reader waits for an answer before reading
+	// on: back-pressure on the client, not an error. One makes every send
+	// wait for the previous one's answer. Zero means 32.
+	MaxInflightSends int
 	// PositionCheckInterval is how often each room compares its last
 	// delivered id with the log's, to find a lost tail. Zero means 5 s.
 	PositionCheckInterval time.Duration
@@ -159,6 +166,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
+	}
+	if c.MaxInflightSends <= 0 {
+		c.MaxInflightSends = 32
 	}
 	if c.PositionCheckInterval <= 0 {
 		c.PositionCheckInterval = 5 * time.Second

@@ -7,8 +7,9 @@
 // Fan-out never blocks and never does I/O under a lock: it appends a Frame
 // to each member's bounded queue, or closes the member as a slow consumer.
 // Each Session has at most one writer goroutine at a time, the only caller
-// of its Transport's Write. The Hub owns every writer goroutine and Shutdown
-// waits for them.
+// of its Transport's Write, and at most one completer, which answers its
+// publishes in order. The Hub owns every writer and completer goroutine,
+// counts every publish under way, and Shutdown waits for them.
 //
 // # Session lifecycle
 //
@@ -27,9 +28,11 @@
 //     lets writers run (start). Everything a writer's end undoes is
 //     registered before a writer can run. The presence store is written
 //     after, and may lag the session's end by one round trip.
-//  3. Live. The edge's reader goroutine calls Publish; fan-out (the bus
-//     receive loop) and the hub's own goroutines (heartbeats, acks) queue
-//     frames. The first frame queued on an idle session starts a writer
+//  3. Live. The edge's reader goroutine calls PublishAsync (pipelined:
+//     it returns once the message is handed to the bus, and the answer
+//     comes later, in send order, from the session's completer; see
+//     pipeline.go); fan-out (the bus receive loop) and the hub's own
+//     goroutines (heartbeats, completers' acks) queue frames. The first frame queued on an idle session starts a writer
 //     goroutine (wakeLocked, under the session's mu), which exits after
 //     WriterIdle without work. Start and exit are decided under mu, so no
 //     frame is left without a writer.
@@ -76,7 +79,9 @@
 // MaxQueueBytes (charged the frame's JSON length, escapes counted: Frame.Size), its replay by
 // MaxReplayBytes (and shared with other joiners through the room's weak
 // frame cache), what waits while it joins by MaxQueueBytes, what a room
-// holds while it catches up by MaxReplayBytes, its close by FlushTimeout,
+// holds while it catches up by MaxReplayBytes, its publishes under way by
+// MaxInflightSends (its reader waits beyond: back-pressure) and each by
+// PublishTimeout, its close by FlushTimeout,
 // its join by JoinTimeout, its room's join/leave events by
 // PresenceEventRate.
 package hub

@@ -31,7 +31,7 @@ type Hub struct {
 
 	nextID atomic.Uint64
 	closed atomic.Bool
-	wg     sync.WaitGroup // writers, backfills, the position checker
+	wg     sync.WaitGroup // sessions (until their writer finishes), publishes under way and their completers, backfills, the position checker
 
 	base    context.Context // sessions' parent; cancelled last by Shutdown
 	stop    context.CancelFunc
@@ -156,6 +156,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		events:    o.Events,
 		t:         t,
 		wake:      make(chan struct{}, 1),
+		slots:     make(chan struct{}, h.cfg.MaxInflightSends),
 		syncing:   true,
 	}
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)

@@ -15,6 +15,7 @@ type metrics struct {
 	disconnects    *prometheus.CounterVec
 	published      prometheus.Counter
 	publishErrors  prometheus.Counter
+	inflight       prometheus.Gauge
 	publishSeconds prometheus.Histogram
 	delivered      prometheus.Counter
 	duplicates     prometheus.Counter
@@ -52,6 +53,9 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_hub_publish_errors_total", Help: "Publishes that failed (the sender got an error).",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chat_hub_inflight_publishes", Help: "Stream clients' publishes under way: handed to the bus (or being checked) and not yet answered; at most -max-inflight-sends per stream.",
 		}),
 		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chat_hub_publish_duration_seconds", Help: "Time from a client's send to the bus acknowledging it.",
@@ -96,7 +100,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "active_users", Help: "Distinct users with at least one session on this node (the seed contract's metric).",
 	}, func() float64 { return float64(h.ActiveUsers()) })
-	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.pendingDropped, m.eventsDropped, m.refused, m.disconnects, m.published, m.publishErrors,
+	for _, c := range []prometheus.Collector{m.sessions, m.pending, m.pendingDropped, m.eventsDropped, m.refused, m.disconnects, m.published, m.publishErrors, m.inflight,
 		m.publishSeconds, m.delivered, m.duplicates, m.backfills, m.truncatedJumps, m.regressions, m.publishesHeld, m.busReconnects, m.historyErrors, m.fanoutLag, active} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hub: register metrics: %w", err)

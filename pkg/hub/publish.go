@@ -14,29 +14,31 @@ import (
 // no way to set Kind.
 const typingCommand = "/me is typing…"
 
-// Publish sends a client's message to the session's room: chat messages are
-// stored and delivered to everyone else in the room, typing events only
-// delivered. The message's user and room are the session's; its ts is the
-// server's clock. A session that asked for events gets an acknowledgement
-// carrying the message's id.
+// Publish sends a client's message to the session's room and waits for
+// the bus's answer: chat messages are stored and delivered to everyone
+// else in the room, typing events only delivered. The message's user and
+// room are the session's; its ts is the server's clock. A session that
+// asked for events gets an acknowledgement carrying the message's id.
+// Publish is PublishAsync followed by the wait: its answer is queued in
+// order with those of the session's earlier PublishAsync calls.
 //
 // Errors are *Error values fit for the client. On KindUnavailable the message
 // may or may not have been stored; a retry with the same client_id is safe.
 func (s *Session) Publish(ctx context.Context, in *api.Message) error {
-	h := s.hub
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return ErrClosed
+	answer := make(chan error, 1)
+	if err := s.PublishAsync(ctx, in, func(err error) *api.Error {
+		answer <- err
+		return nil
+	}); err != nil {
+		return err
 	}
-	s.inflight++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.inflight--
-		s.wakeLocked() // a draining writer may be waiting for this answer
-		s.mu.Unlock()
-	}()
+	return <-answer
+}
+
+// prepare runs the checks of a client's send (kind, size, client id, rate)
+// and builds the record to publish.
+func (s *Session) prepare(ctx context.Context, in *api.Message) (*api.Message, error) {
+	h := s.hub
 	kind := in.GetKind()
 	if kind == api.Kind_KIND_MESSAGE && (in.GetText() == typingCommand || in.GetText() == "/me is typing...") {
 		kind = api.Kind_KIND_TYPING
@@ -44,19 +46,19 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 	switch kind {
 	case api.Kind_KIND_MESSAGE, api.Kind_KIND_TYPING:
 	default:
-		return errorf(KindInvalid, "kind %s cannot be sent by a client", kind)
+		return nil, errorf(KindInvalid, "kind %s cannot be sent by a client", kind)
 	}
 	if err := validateText(in.GetText(), h.cfg.MaxTextBytes); err != nil {
-		return err
+		return nil, err
 	}
 	if err := validateClientID(in.GetClientId()); err != nil {
-		return err
+		return nil, err
 	}
 	if kind == api.Kind_KIND_MESSAGE && in.GetText() == "" {
-		return errorf(KindInvalid, "text is empty")
+		return nil, errorf(KindInvalid, "text is empty")
 	}
 	if err := s.allow(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	m := &api.Message{
 		User:     s.user,
@@ -70,22 +72,7 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 		m.Text = ""
 		m.ClientId = ""
 	}
-	res, err := h.publish(ctx, s.origin, m)
-	if err != nil {
-		return err
-	}
-	if s.events && kind == api.Kind_KIND_MESSAGE {
-		s.sendOwn(NewFrame(&api.Message{
-			Kind:     api.Kind_KIND_ACK,
-			User:     s.user,
-			Room:     m.Room,
-			Ts:       m.Ts,
-			Seq:      res.Seq,
-			Epoch:    res.Epoch,
-			ClientId: m.ClientId,
-		}))
-	}
-	return nil
+	return m, nil
 }
 
 // abuseLimit is how many sends in a row may be refused for rate before the
@@ -161,14 +148,75 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 	return out, nil
 }
 
+// publish stores (or, for typing, only broadcasts) m and waits for the
+// bus's answer: validate, encode, build the options, call the broker
+// within PublishTimeout, map its error for the client. submit is the same
+// without the wait.
 func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsub.PublishResult, error) {
 	if h.closed.Load() {
-		return pubsub.PublishResult{}, &Error{Kind: KindClosed, Msg: "node is shutting down; message not sent, retry elsewhere"}
+		return pubsub.PublishResult{}, errShuttingDown
 	}
 	data, err := encodeRecord(origin, m)
 	if err != nil {
 		return pubsub.PublishResult{}, errorf(KindInvalid, "message cannot be encoded")
 	}
+	opts := h.publishOptions(m)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	if err := h.gatePublish(ctx, opts); err != nil {
+		return pubsub.PublishResult{}, err
+	}
+	start := h.cfg.Now()
+	res, err := h.cfg.Broker.Publish(ctx, m.Room, data, opts)
+	return h.answered(m, opts, start, res, err)
+}
+
+// gatePublish waits while the bus gate holds stored publishes (see
+// busGate); the message is then not sent, and the error says so.
+func (h *Hub) gatePublish(ctx context.Context, opts pubsub.PublishOptions) error {
+	if opts.Ephemeral {
+		return nil
+	}
+	if err := h.awaitBus(ctx); err != nil {
+		h.metrics.publishErrors.Inc()
+		return &Error{Kind: KindUnavailable, Msg: "message not sent: the node is reconnecting to the message bus; retry", Err: err}
+	}
+	return nil
+}
+
+// submit is publish without the wait: it hands m to the broker in the
+// caller's goroutine (so the order of submit calls is the order of the
+// log) and returns the completion that waits for the answer and maps it as
+// publish does. A Broker that is not a pubsub.Submitter is called
+// synchronously.
+func (h *Hub) submit(ctx context.Context, origin string, m *api.Message) *completion {
+	if h.closed.Load() {
+		return &completion{err: errShuttingDown}
+	}
+	data, err := encodeRecord(origin, m)
+	if err != nil {
+		return &completion{err: errorf(KindInvalid, "message cannot be encoded")}
+	}
+	opts := h.publishOptions(m)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	if err := h.gatePublish(ctx, opts); err != nil {
+		cancel()
+		return &completion{err: err}
+	}
+	c := &completion{h: h, m: m, opts: opts, ctx: ctx, cancel: cancel, start: h.cfg.Now()}
+	if sub, ok := h.cfg.Broker.(pubsub.Submitter); ok {
+		c.p = sub.Submit(ctx, m.Room, data, opts)
+	} else {
+		c.p = pubsub.Completed(h.cfg.Broker.Publish(ctx, m.Room, data, opts))
+	}
+	return c
+}
+
+// errShuttingDown refuses a publish once Shutdown began.
+var errShuttingDown = &Error{Kind: KindClosed, Msg: "node is shutting down; message not sent, retry elsewhere"}
+
+// publishOptions returns the broker options of m's publish.
+func (h *Hub) publishOptions(m *api.Message) pubsub.PublishOptions {
 	opts := pubsub.PublishOptions{Ephemeral: m.Kind == api.Kind_KIND_TYPING}
 	switch {
 	case opts.Ephemeral:
@@ -182,16 +230,12 @@ func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsu
 		opts.IdempotencyKey = "\x00" + randomID() + randomID()
 		opts.IdempotencyTTL = max(30*time.Second, 2*h.cfg.PublishTimeout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
-	defer cancel()
-	if !opts.Ephemeral {
-		if err := h.awaitBus(ctx); err != nil {
-			h.metrics.publishErrors.Inc()
-			return pubsub.PublishResult{}, &Error{Kind: KindUnavailable, Msg: "message not sent: the node is reconnecting to the message bus; retry", Err: err}
-		}
-	}
-	start := h.cfg.Now()
-	res, err := h.cfg.Broker.Publish(ctx, m.Room, data, opts)
+	return opts
+}
+
+// answered counts the broker's answer to m's publish, begun at start, and
+// maps its error for the client.
+func (h *Hub) answered(m *api.Message, opts pubsub.PublishOptions, start time.Time, res pubsub.PublishResult, err error) (pubsub.PublishResult, error) {
 	if err != nil {
 		h.metrics.publishErrors.Inc()
 		// The script may have run even though no answer came (a timeout, a
@@ -253,10 +297,17 @@ func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint
 // one is what the error may be about). The edge decides who gets one: the
 // WebSocket edge answers every client with an error frame (the seed's
 // snippet only logs it), the gRPC edge only streams that asked for events
-// and ends the others' streams instead.
+// and ends the others' streams instead. The event is queued after the
+// answers of every publish the session submitted before the call, so a
+// client hears about its sends in the order it made them.
 func (s *Session) SendError(e *api.Error, clientID string) {
+	s.push(&answer{frame: s.errorFrame(e, clientID)})
+}
+
+// errorFrame is the error event e about the message with clientID.
+func (s *Session) errorFrame(e *api.Error, clientID string) *Frame {
 	if validateClientID(clientID) != nil {
 		clientID = ""
 	}
-	s.sendOwn(NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e}))
+	return NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e})
 }

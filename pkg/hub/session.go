@@ -85,7 +85,14 @@ type Session struct {
 	idle      *time.Timer
 	idleArmed bool
 
+	// slots holds one token per publish under way (PublishAsync to its
+	// answer); its capacity is MaxInflightSends.
+	slots chan struct{}
+
 	mu           sync.Mutex
+	answers      []*answer // answers to come, in order; answers[answered:] are due (pipeline.go)
+	answered     int
+	completing   bool // a goroutine answers them (the completer)
 	queue        []*Frame
 	queued       int // bytes in queue
 	replay       int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes

@@ -38,6 +38,7 @@ type Config struct {
 	SendBurst       int
 	MaxStreamsUser  int
 	MaxStreams      int
+	MaxInflight     int
 
 	// Bounds on what one connection may hold (see the flags' usage).
 	JoinTimeout           time.Duration
@@ -134,6 +135,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	if c.HistorySize <= 0 {
 		return c, fmt.Errorf("node: -history-size must be positive")
 	}
+	if c.MaxInflight < 1 || c.MaxInflight > maxInflight {
+		return c, fmt.Errorf("node: -max-inflight-sends must be in [1, %d]", maxInflight)
+	}
 	for _, p := range []struct {
 		name string
 		v    int64
@@ -152,6 +156,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	}
 	return c, nil
 }
+
+// maxInflight bounds -max-inflight-sends: what one stream may make the node
+// hold while the bus answers (up to that many messages of -max-text-bytes).
+const maxInflight = 4096
 
 // flagHelp is flag.ErrHelp: -h printed the usage, and Run exits cleanly.
 var flagHelp = flag.ErrHelp
@@ -179,6 +187,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.IntVar(&c.SendBurst, "send-burst", 0, "messages one user may send at once above the rate (0: twice the rate)")
 	fs.IntVar(&c.MaxStreamsUser, "max-streams-per-user", 32, "concurrent streams one user may open on a node")
 	fs.IntVar(&c.MaxStreams, "max-streams", 100000, "concurrent streams a node accepts")
+	fs.IntVar(&c.MaxInflight, "max-inflight-sends", 32, "messages one stream may have on their way to the message bus at once (pipelined: the next is read while earlier ones await their answer; acks stay in send order); past it the stream's reads wait (back-pressure), 1 waits for each answer; 1 to 4096")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (32+ bytes): require JWTs signed with it; empty with no other key = open development mode")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA for RS256, P-256 for ES256): require JWTs signed by it")
 	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS file: require JWTs signed by one of its keys (RS256/ES256, by kid)")

@@ -100,6 +100,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		SendLimiter:        be.limiter,
 		MaxSessionsPerUser: cfg.MaxStreamsUser,
 		MaxSessions:        cfg.MaxStreams,
+		MaxInflightSends:   cfg.MaxInflight,
 		JoinTimeout:        cfg.JoinTimeout,
 		MaxInvalidFrames:   cfg.MaxInvalidFrames,
 		WriteTimeout:       cfg.WriteTimeout,

@@ -14,7 +14,10 @@ import (
 	"example.com/chat/pkg/history"
 )
 
-var _ Broker = (*RedisCluster)(nil)
+var (
+	_ Broker    = (*RedisCluster)(nil)
+	_ Submitter = (*RedisCluster)(nil)
+)
 
 // RedisClusterConfig configures a Redis Cluster broker.
 type RedisClusterConfig struct {
@@ -77,8 +80,9 @@ type RedisCluster struct {
 
 	ctx     context.Context // ended by Close: every background wait
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup // the slot map reloader
+	wg      sync.WaitGroup // the slot map reloader, the lanes' batchers
 	reloads stateReloader
+	lanes   [clusterLanes]chan *publishReq // publishes waiting for their lane's batcher
 }
 
 // NewRedisCluster returns a broker on cfg.Client. Close stops it.
@@ -100,6 +104,11 @@ func NewRedisCluster(cfg RedisClusterConfig) *RedisCluster {
 		pingInterval: cfg.PingInterval,
 		log:          b.log,
 	})
+	for i := range b.lanes {
+		b.lanes[i] = make(chan *publishReq, maxPublishBatch)
+		b.wg.Add(1)
+		go b.batchLane(b.lanes[i])
+	}
 	return b
 }
 
@@ -138,45 +147,25 @@ func shardedPublishSource() string {
 	return strings.Replace(publishSource, from, to, 1)
 }
 
-// Publish implements Broker. The script runs on the master that owns the
-// room's slot (go-redis routes EVALSHA by its first key, following MOVED
-// and ASK). While the slot migrates, Redis may answer TRYAGAIN: the publish
-// then fails with ErrUnavailable and the sender retries.
+// Publish implements Broker: Submit, then Wait. The script runs on the
+// master that owns the room's slot (go-redis routes EVALSHA by its first
+// key, following MOVED and ASK). While the slot migrates, Redis may answer
+// TRYAGAIN: the publish then fails with ErrUnavailable and the sender
+// retries.
 func (b *RedisCluster) Publish(ctx context.Context, room string, data []byte, opts PublishOptions) (PublishResult, error) {
+	return b.Submit(ctx, room, data, opts).Wait(ctx)
+}
+
+// Submit implements Submitter: the publish joins the queue of its room's
+// lane (cluster_batch.go), in the caller's goroutine, so the order of
+// Submit calls is the order of the room's log.
+func (b *RedisCluster) Submit(ctx context.Context, room string, data []byte, opts PublishOptions) *Pending {
 	if b.isClosed() {
-		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, ErrClosed)
+		return Completed(PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, ErrClosed))
 	}
-	channel := b.keys.Channel(room)
-	if opts.Ephemeral {
-		err := b.client.SPublish(ctx, channel, formatPayload("", 0, data)).Err()
-		if err != nil {
-			b.failed(err)
-			return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
-		}
-		return PublishResult{}, nil
-	}
-	keys := []string{b.keys.Meta(room), b.keys.Log(room)}
-	if opts.IdempotencyKey != "" {
-		keys = append(keys, b.keys.Idempotency(room, opts.IdempotencyKey))
-	}
-	args := []any{data, newEpoch(), b.cfg.HistorySize,
-		b.cfg.HistoryTTL.Milliseconds(), idempotencyTTL(b.cfg.IdempotencyTTL, opts).Milliseconds(), channel}
-	var reply []any
-	var err error
-	if b.cfg.MinReplicas > 0 {
-		reply, err = b.publishReplicated(ctx, keys, args...)
-	} else {
-		reply, err = shardedPublishScript.Run(ctx, b.client, keys, args...).Slice()
-	}
-	if err != nil {
-		b.failed(err)
-		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
-	}
-	res, err := parsePublishReply(reply)
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, err)
-	}
-	return res, nil
+	r := newPublishReq(ctx, b.keys, room, data, opts, b.cfg.HistorySize, b.cfg.HistoryTTL, b.cfg.IdempotencyTTL, b.ctx.Done())
+	r.enqueue(b.lanes[laneOf(room)], b.ctx.Done())
+	return &r.Pending
 }
 
 // failed asks go-redis to re-read the slot map after a command failed for

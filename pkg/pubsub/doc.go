@@ -4,7 +4,9 @@
 // Stored messages are published through the log (see Broker.Publish): the
 // sequence id is assigned, the message appended to the room's capped history
 // and broadcast in one atomic step, so history order and live order agree.
-// Ephemeral events (typing, join, leave) skip the log.
+// Ephemeral events (typing, join, leave) skip the log. A Submitter takes a
+// publish without its caller waiting (Submit, answered through a Pending):
+// a sender's messages share round trips, and submit order is log order.
 //
 // Deliveries reach the single Handler registered with Register. The receive
 // loop calls it inline and never waits on anything else, so a Handler must not

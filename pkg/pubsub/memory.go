@@ -7,7 +7,10 @@ import (
 	"example.com/chat/pkg/history"
 )
 
-var _ Broker = (*Memory)(nil)
+var (
+	_ Broker    = (*Memory)(nil)
+	_ Submitter = (*Memory)(nil)
+)
 
 // Memory is the embedded single-node bus: publishes go through a
 // history.Memory log and are delivered synchronously to the handler.
@@ -55,6 +58,12 @@ func (m *Memory) Publish(ctx context.Context, room string, data []byte, opts Pub
 		}
 	})
 	return PublishResult{Seq: res.Entry.Seq, Epoch: res.Epoch, Duplicate: res.Duplicate}, nil
+}
+
+// Submit implements Submitter. The publish runs at once, in the caller's
+// goroutine, as Publish: the returned Pending is already completed.
+func (m *Memory) Submit(ctx context.Context, room string, data []byte, opts PublishOptions) *Pending {
+	return Completed(m.Publish(ctx, room, data, opts))
 }
 
 func (m *Memory) deliver(env Envelope) {

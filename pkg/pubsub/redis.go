@@ -17,7 +17,10 @@ import (
 	"example.com/chat/pkg/history"
 )
 
-var _ Broker = (*Redis)(nil)
+var (
+	_ Broker    = (*Redis)(nil)
+	_ Submitter = (*Redis)(nil)
+)
 
 // RedisConfig configures a Redis broker.
 type RedisConfig struct {
@@ -82,7 +85,7 @@ type Redis struct {
 	sub    *subscriber // the receive side, whose closed state is the broker's
 
 	closing chan struct{}    // closed by Close
-	pubs    chan *publishReq // stored publishes waiting for the batcher
+	pubs    chan *publishReq // publishes waiting for the batcher
 	wg      sync.WaitGroup   // the batcher
 }
 
@@ -208,35 +211,21 @@ redis.call('PUBLISH', ARGV[6], epoch .. ':' .. seq .. ':' .. ARGV[1])
 return {seq, epoch, 0}
 `
 
-// Publish implements Broker.
+// Publish implements Broker: Submit, then Wait.
 func (b *Redis) Publish(ctx context.Context, room string, data []byte, opts PublishOptions) (PublishResult, error) {
+	return b.Submit(ctx, room, data, opts).Wait(ctx)
+}
+
+// Submit implements Submitter: the publish joins the batcher's queue
+// (redis_batch.go), in the caller's goroutine, so the order of Submit calls
+// is the order of the log.
+func (b *Redis) Submit(ctx context.Context, room string, data []byte, opts PublishOptions) *Pending {
 	if b.isClosed() {
-		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, ErrClosed)
+		return Completed(PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, ErrClosed))
 	}
-	channel := b.keys.Channel(room)
-	if opts.Ephemeral {
-		err := b.client.Publish(ctx, channel, formatPayload("", 0, data)).Err()
-		if err != nil {
-			return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
-		}
-		return PublishResult{}, nil
-	}
-	keys := []string{b.keys.Meta(room), b.keys.Log(room)}
-	if opts.IdempotencyKey != "" {
-		keys = append(keys, b.keys.Idempotency(room, opts.IdempotencyKey))
-	}
-	reply, err := b.runPublish(ctx, keys,
-		data, newEpoch(), b.cfg.HistorySize,
-		b.cfg.HistoryTTL.Milliseconds(), idempotencyTTL(b.cfg.IdempotencyTTL, opts).Milliseconds(), channel,
-	)
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w: %w", room, ErrUnavailable, err)
-	}
-	res, err := parsePublishReply(reply)
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("pubsub: publish %q: %w", room, err)
-	}
-	return res, nil
+	r := newPublishReq(ctx, b.keys, room, data, opts, b.cfg.HistorySize, b.cfg.HistoryTTL, b.cfg.IdempotencyTTL, b.closing)
+	r.enqueue(b.pubs, b.closing)
+	return &r.Pending
 }
 
 func parsePublishReply(reply []any) (PublishResult, error) {

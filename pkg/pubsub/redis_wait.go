@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -73,41 +72,24 @@ func checkWait(wait *redis.Cmd, min int, timeout time.Duration) error {
 	return nil
 }
 
-// publishReplicated runs the sharded publish script and WAIT in one
-// pipeline on the client of the master that owns keys[0]'s slot: WAIT has
-// no key, so the cluster client would route it anywhere, and it must run on
-// the connection that ran the script. go-redis's node client does not
-// follow MOVED or ASK: a publish that meets one (a slot moving, a failover
-// the slot map does not know yet) fails with ErrUnavailable after a slot
-// map reload, and the sender retries.
-func (b *RedisCluster) publishReplicated(ctx context.Context, keys []string, args ...any) ([]any, error) {
-	master, err := b.client.MasterForKey(ctx, keys[0])
-	if err != nil {
-		return nil, err
+// publishReplicated runs batch (requests whose rooms the master owns) as
+// one pipeline of sharded publish scripts and WAIT on the client of that
+// master: WAIT has no key, so the cluster client would route it anywhere,
+// and it must run on the connection that ran the scripts. go-redis's node
+// client does not follow MOVED or ASK: a publish that meets one (a slot
+// moving, a failover the slot map does not know yet) fails with
+// ErrUnavailable after a slot map reload, and the sender retries.
+func (b *RedisCluster) publishReplicated(ctx context.Context, master *redis.Client, batch []*publishReq) []publishRes {
+	wait := func(ctx context.Context, p redis.Pipeliner) *redis.Cmd {
+		return p.Do(ctx, "WAIT", b.cfg.MinReplicas, replicaTimeout(b.cfg.ReplicaTimeout).Milliseconds())
 	}
-	run := func(eval func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, *redis.Cmd) {
-		var script, wait *redis.Cmd
-		_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-			script = eval(ctx, p, keys, args...)
-			wait = p.Do(ctx, "WAIT", b.cfg.MinReplicas, replicaTimeout(b.cfg.ReplicaTimeout).Milliseconds())
-			return nil
-		})
-		return script, wait
-	}
-	script, wait := run(shardedPublishScript.EvalSha)
-	if err := script.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-		script, wait = run(shardedPublishScript.Eval)
-	}
-	reply, err := script.Slice()
-	if err != nil {
-		var rerr redis.Error
-		if errors.As(err, &rerr) && (strings.HasPrefix(err.Error(), "MOVED") || strings.HasPrefix(err.Error(), "ASK")) {
+	check := func(w *redis.Cmd) error { return checkWait(w, b.cfg.MinReplicas, b.cfg.ReplicaTimeout) }
+	replies := runPipeline(ctx, master.Pipelined, shardedPublishScript, wait, check, batch)
+	for _, r := range replies {
+		if r.err != nil && isRedirect(r.err) {
 			b.client.ReloadState(b.ctx)
+			break
 		}
-		return nil, err
 	}
-	if err := checkWait(wait, b.cfg.MinReplicas, b.cfg.ReplicaTimeout); err != nil {
-		return nil, err
-	}
-	return reply, nil
+	return replies
 }

@@ -5,7 +5,20 @@
 // Each stream uses three goroutines: the handler, which waits for the session
 // to end and returns its status (returning is the only thing that releases a
 // Send stuck on a client that stopped reading, grpc-go#3586); a reader doing
-// Recv; and the session's writer, the only caller of Send.
+// Recv; and the session's writer, the only caller of Send; plus, while
+// answers from the bus are due, the session's completer.
+//
+// Sends are pipelined: the reader hands each message to the hub
+// (hub.Session.PublishAsync) and reads the next without waiting for the
+// bus, with at most the hub's MaxInflightSends (-max-inflight-sends) on
+// their way; past it the reader stops reading and HTTP/2 flow control
+// holds the client back. Each stream's messages are stored in the order
+// they were sent, and their acks (client_id, seq, epoch) and error events
+// (client_id) come in that order. A send that fails does not stop the
+// next ones, which may already be stored: a retry lands after them. A
+// stream without events is ended by a failed send, with its status; when
+// the client closes its side, the stream ends once every send is
+// answered, so a failure among its last sends still sets the status.
 //
 // What a stream may hold is bounded. It is admitted (hub.Hub.Admit) before
 // its first message, so it counts against the node's connection limit

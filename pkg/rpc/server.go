@@ -95,8 +95,29 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 	events := first.GetJoin().GetEvents()
 
 	// The reader reports the first error that ends the stream: io.EOF,
-	// a transport error, or a rejected message the client must hear about.
+	// a transport error, or a rejected message the client must hear about
+	// (the reader's own, or a publish's answer from the session's
+	// completer: whichever comes first).
 	errc := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+	// answer maps a send's failure: a retryable one is an error event for
+	// a client that asked for events, and the stream goes on; anything
+	// else ends the stream with its status.
+	answer := func(err error) *api.Error {
+		if err == nil {
+			return nil
+		}
+		if e := hub.AsError(err); events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
+			return &api.Error{Code: int32(Code(e)), Message: ClientText(e.Msg, MaxErrorText), RetryAfterMs: e.RetryAfterMs}
+		}
+		fail(err)
+		return nil
+	}
 	go func() {
 		m := first
 		if m.GetText() == "" && m.GetKind() != api.Kind_KIND_TYPING {
@@ -104,24 +125,26 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		}
 		for {
 			if m != nil {
-				if err := sess.Publish(ctx, m); err != nil {
-					e := hub.AsError(err)
-					if events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
-						// Retryable: tell the client, keep the stream.
-						sess.SendError(&api.Error{Code: int32(Code(e)), Message: ClientText(e.Msg, MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
-					} else {
-						errc <- err
+				// Pipelined: the bus's answer comes later (answer, in
+				// order); the next message is read meanwhile.
+				if err := sess.PublishAsync(ctx, m, answer); err != nil {
+					e := answer(err)
+					if e == nil {
 						return
 					}
+					sess.SendError(e, m.GetClientId())
 				}
 			}
 			var err error
 			if m, err = stream.Recv(); err != nil {
-				errc <- err
+				// The answers of the last sends first: a failure among
+				// them decides the status of a client without events.
+				_ = sess.WaitPublishes(sess.Context())
+				fail(err)
 				return
 			}
 			if err := undecodable(m); err != nil {
-				errc <- err
+				fail(err)
 				return
 			}
 		}

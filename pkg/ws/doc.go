@@ -19,6 +19,17 @@
 // (1009), and each batch of writes must leave within the hub's WriteTimeout
 // (or Config.WriteTimeout).
 //
+// Sends are pipelined: each message read is handed to the hub
+// (hub.Session.PublishAsync) and the next is read without waiting for the
+// bus, with at most the hub's MaxInflightSends (-max-inflight-sends) on
+// their way; past it the connection is not read (TCP holds the browser
+// back). A connection's messages are stored in the order they were sent,
+// and every answer (an ack with client_id, seq and epoch for event
+// clients; an error frame with the client_id for everyone) comes in that
+// order, error frames for malformed frames included. A send that fails does
+// not stop the next ones, which may already be stored: a retry lands after
+// them.
+//
 // Writes are batched: when a client's queue holds several frames, they are
 // encoded as separate WebSocket messages but leave in one system call (see
 // corkConn), which is what lets one node fan out a million frames a second.

@@ -330,10 +330,12 @@ func (k *conn) readLoop(ctx context.Context, sess *hub.Session) {
 	}
 }
 
-// publish sends m; a rejected message gets an error frame and the
-// connection goes on. It returns false when the session is over.
+// publish sends m, pipelined: the bus's answer (an ack, or an error
+// frame) comes later, in order, while the next frames are read. A message
+// refused before the bus gets an error frame and the connection goes on.
+// It returns false when the session is over.
 func (k *conn) publish(ctx context.Context, m *api.Message) bool {
-	err := k.sess.Publish(ctx, m)
+	err := k.sess.PublishAsync(ctx, m, answer)
 	if err == nil {
 		return true
 	}
@@ -344,7 +346,7 @@ func (k *conn) publish(ctx context.Context, m *api.Message) bool {
 	if e.Kind != hub.KindUnavailable {
 		k.h.log.Debug("message rejected", "user", k.sess.User(), "err", err)
 	}
-	k.sess.SendError(&api.Error{Code: int32(Code(e)), Message: rpc.ClientText(e.Msg, rpc.MaxErrorText), RetryAfterMs: e.RetryAfterMs}, m.GetClientId())
+	k.sess.SendError(errorEvent(e), m.GetClientId())
 	// Refused as invalid counts against the budget; a rate-limited send
 	// does not (the hub closes a client that ignores the limit, CloseAbuse),
 	// nor does a backend outage.
@@ -353,6 +355,22 @@ func (k *conn) publish(ctx context.Context, m *api.Message) bool {
 		return false
 	}
 	return true
+}
+
+// answer maps the failure of a send the bus did not store (or may not
+// have: KindUnavailable) to the error frame the client gets; a session or
+// node closing gets none.
+func answer(err error) *api.Error {
+	e := hub.AsError(err)
+	if err == nil || e == nil || e.Kind == hub.KindClosed {
+		return nil
+	}
+	return errorEvent(e)
+}
+
+// errorEvent is the error frame's content for e.
+func errorEvent(e *hub.Error) *api.Error {
+	return &api.Error{Code: int32(Code(e)), Message: rpc.ClientText(e.Msg, rpc.MaxErrorText), RetryAfterMs: e.RetryAfterMs}
 }
 
 // fail answers a failed join: an error frame, then a close.

@@ -340,6 +340,73 @@ func Run(t *testing.T, f Factory) {
 		}
 	})
 
+	t.Run("SubmitOrder", func(t *testing.T) {
+		// Many submits from one goroutine, answers waited for only at the
+		// end, land in submit order: ids, deliveries and the log agree.
+		// Ephemeral events and another room interleave.
+		e := newEnv(t, f)
+		sub, ok := e.b.(pubsub.Submitter)
+		if !ok {
+			t.Skip("the broker is not a Submitter")
+		}
+		e.subscribe("a")
+		const n = 300
+		pending := make([]*pubsub.Pending, 0, n)
+		for i := range n {
+			pending = append(pending, sub.Submit(e.ctx, "a", []byte(fmt.Sprintf("m%d", i+1)), pubsub.PublishOptions{}))
+			switch i % 50 {
+			case 10:
+				sub.Submit(e.ctx, "a", []byte("typing"), pubsub.PublishOptions{Ephemeral: true})
+			case 20:
+				sub.Submit(e.ctx, "b", []byte("other"), pubsub.PublishOptions{})
+			}
+		}
+		var epoch string
+		for i, p := range pending {
+			res, err := p.Wait(e.ctx)
+			if err != nil {
+				t.Fatalf("submit %d: %v", i+1, err)
+			}
+			if res.Seq != uint64(i+1) || res.Duplicate || (epoch != "" && res.Epoch != epoch) {
+				t.Fatalf("submit %d answered %+v (epoch %q)", i+1, res, epoch)
+			}
+			epoch = res.Epoch
+			select {
+			case <-p.Done():
+			default:
+				t.Fatalf("submit %d: Done not closed after Wait answered", i+1)
+			}
+		}
+		for want := uint64(1); want <= n; want++ {
+			env := e.rec.NextIn(t, "a")
+			for env.Seq == 0 { // the typing events
+				env = e.rec.NextIn(t, "a")
+			}
+			if env.Seq != want || string(env.Data) != fmt.Sprintf("m%d", want) {
+				t.Fatalf("delivery %d: %+v", want, env)
+			}
+		}
+		checkEntries(t, "log", e.recent("a", HistorySize).Entries, n-HistorySize+1, n)
+	})
+
+	t.Run("SubmitWaitEndsWithContext", func(t *testing.T) {
+		e := newEnv(t, f)
+		sub, ok := e.b.(pubsub.Submitter)
+		if !ok {
+			t.Skip("the broker is not a Submitter")
+		}
+		p := sub.Submit(e.ctx, "a", []byte("m1"), pubsub.PublishOptions{})
+		ctx, cancel := context.WithCancel(e.ctx)
+		cancel()
+		// Either answered already, or "may or may not be stored".
+		if _, err := p.Wait(ctx); err != nil && !errors.Is(err, pubsub.ErrUnavailable) {
+			t.Fatalf("Wait with an ended context: %v, want nil or ErrUnavailable", err)
+		}
+		if res, err := p.Wait(e.ctx); err != nil || res.Seq != 1 {
+			t.Fatalf("Wait again: %+v, %v", res, err)
+		}
+	})
+
 	t.Run("EpochChangesAfterLoss", func(t *testing.T) {
 		e := newEnv(t, f)
 		old := e.fill("a", 3)
@@ -365,6 +432,11 @@ func Run(t *testing.T, f Factory) {
 		}
 		if _, err := e.b.Publish(e.ctx, "a", []byte("x"), pubsub.PublishOptions{}); !errors.Is(err, pubsub.ErrClosed) {
 			t.Fatalf("Publish after Close: %v", err)
+		}
+		if sub, ok := e.b.(pubsub.Submitter); ok {
+			if _, err := sub.Submit(e.ctx, "a", []byte("x"), pubsub.PublishOptions{}).Wait(e.ctx); !errors.Is(err, pubsub.ErrClosed) {
+				t.Fatalf("Submit after Close: %v", err)
+			}
 		}
 		if err := e.b.Subscribe(e.ctx, "a"); !errors.Is(err, pubsub.ErrClosed) {
 			t.Fatalf("Subscribe after Close: %v", err)
