@@ -51,8 +51,9 @@ func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends,
 	if err != nil {
 		return nil, err
 	}
-	// One Lua round trip per send, on the Redis clock; while Redis is
-	// down, each node limits alone (see pkg/ratelimit).
+	// One Lua round trip per send (per lease for a flooding sender), on
+	// the Redis clock; while Redis is down, each node limits alone (see
+	// pkg/ratelimit).
 	l, err := ratelimit.NewRedis(ratelimit.RedisConfig{
 		Client: be.redis,
 		Prefix: be.prefix,

@@ -39,6 +39,14 @@
 // Allow only drives the local bucket below. Each key is one Redis key with
 // a hash tag, so it works on Redis Cluster.
 //
+// A key checked back to back (a client flooding a pipelined stream) gets
+// leases: Redis admits several events in one call (the script's third
+// argument, doubling up to 32 while the key keeps spending them within
+// 200 ms), and the node spends them without a round trip. They are
+// charged to the shared budget when granted, so the deployment never
+// admits more than the limit; a key that sends now and then always asks
+// for one (see lease.go).
+//
 // Redis also keeps a local Memory of the same Limit, charged with what
 // Redis admits on this node. It serves two purposes:
 //

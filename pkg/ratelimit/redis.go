@@ -51,6 +51,7 @@ type Redis struct {
 	log       *slog.Logger
 	downUntil atomic.Int64 // unix nanos (caller's clock) before which Redis is not asked
 	down      atomic.Bool  // an outage is under way (logged at its start and end)
+	leases    leases
 
 	errors    prometheus.Counter
 	decisions *prometheus.CounterVec
@@ -60,33 +61,37 @@ var _ Limiter = (*Redis)(nil)
 
 // gcraScript is the GCRA of one key in one round trip, on the server's
 // clock. KEYS[1] holds the TAT in microseconds; ARGV[1] is the interval T
-// and ARGV[2] the tolerance tau, in microseconds. It returns {1, 0} when
-// admitted, or {0, µs until the request would pass}. The key expires when
-// the bucket is full again, since a past TAT means the same as none.
+// and ARGV[2] the tolerance tau, in microseconds; ARGV[3] how many events
+// the caller would like admitted at once (a lease; at least 1). It admits
+// as many of them as the budget has room for and returns {k, 0} with k >=
+// 1, or {0, µs until one would pass}. The key expires when the bucket is
+// full again, since a past TAT means the same as none.
 var gcraScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local want = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local stepped = tat > now + tolerance
 if stepped then tat = now + tolerance end
-local nxt = tat + interval
-local allow_at = nxt - tolerance
-if allow_at > now then
+local k = math.floor((now + tolerance - tat) / interval)
+if k < 1 then
   if stepped then
     -- The clock stepped back: keep the clamped TAT, or the key would stay
     -- refused until the clock caught up.
     redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
   end
-  return {0, math.ceil(allow_at - now)}
+  return {0, math.ceil(tat + interval - tolerance - now)}
 end
+if k > want then k = want end
+local nxt = tat + k * interval
 local ttl = math.ceil((nxt - now) / 1000)
 if ttl < 1 then ttl = 1 end
 redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', ttl)
-return {1, 0}
+return {k, 0}
 `)
 
 // NewRedis returns a Redis limiter. It does not contact Redis: the script
@@ -156,8 +161,16 @@ func (r *Redis) Allow(ctx context.Context, key string, now time.Time) (Decision,
 	if now.UnixNano() < r.downUntil.Load() {
 		return r.fallback(ctx, key, now)
 	}
+	want, ok := r.leases.take(key, now)
+	if ok {
+		// Spent from what Redis granted this node a moment ago.
+		d := Decision{Allowed: true}
+		r.local.charge(key, now)
+		r.count("lease", d)
+		return d, nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, r.timeout)
-	res, err := gcraScript.Run(cctx, r.client, []string{r.Key(key)}, r.argv...).Int64Slice()
+	res, err := gcraScript.Run(cctx, r.client, []string{r.Key(key)}, r.argv[0], r.argv[1], want).Int64Slice()
 	cancel()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("unexpected reply %v", res)
@@ -177,9 +190,10 @@ func (r *Redis) Allow(ctx context.Context, key string, now time.Time) (Decision,
 		r.log.Info("send limits: redis answers again")
 	}
 	var d Decision
-	if res[0] == 1 {
+	if res[0] >= 1 {
 		d.Allowed = true
 		r.local.charge(key, now)
+		r.leases.grant(key, now, int(res[0])-1)
 	} else {
 		d.RetryAfter = max(time.Duration(res[1])*time.Microsecond, time.Microsecond)
 		r.local.block(key, now, now.Add(d.RetryAfter))
