@@ -64,3 +64,40 @@ func TestPublishesWaitForTheBus(t *testing.T) {
 		t.Fatalf("got %v; want the held message as seq 1", m)
 	}
 }
+
+// TestPipelinedSendWaitsForTheBus: the pipelined path is held by the gate
+// too, and a send whose publish timeout passes there is answered with an
+// error naming its client id (it was not sent).
+func TestPipelinedSendWaitsForTheBus(t *testing.T) {
+	t.Parallel()
+	e := newHub(t, func(c *hub.Config) {
+		c.PublishTimeout = 100 * time.Millisecond
+		c.PositionCheckInterval = time.Hour
+	})
+	a, fa := e.join(t, hub.JoinOptions{User: "a", Events: true}, false)
+	fa.nextKind(t, api.Kind_KIND_LIVE)
+	e.hub.HandleLost()
+	got := make(chan error, 1)
+	err := a.PublishAsync(context.Background(), &api.Message{Text: "held", ClientId: "c1"}, func(err error) *api.Error {
+		got <- err
+		return &api.Error{Code: 14, Message: "unavailable"}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		var he *hub.Error
+		if !errors.As(err, &he) || he.Kind != hub.KindUnavailable {
+			t.Fatalf("done(%v); want KindUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("done was not called")
+	}
+	if m := fa.nextKind(t, api.Kind_KIND_ERROR); m.GetClientId() != "c1" {
+		t.Fatalf("error event %v; want client id c1", m)
+	}
+	if pos, _ := e.log.Position(context.Background(), hub.DefaultRoom); pos.Seq != 0 {
+		t.Fatalf("log at %+v; want nothing stored", pos)
+	}
+}

@@ -191,17 +191,17 @@ func (h *Hub) gatePublish(ctx context.Context, opts pubsub.PublishOptions) error
 // synchronously.
 func (h *Hub) submit(ctx context.Context, origin string, m *api.Message) *completion {
 	if h.closed.Load() {
-		return &completion{err: errShuttingDown}
+		return &completion{m: m, err: errShuttingDown}
 	}
 	data, err := encodeRecord(origin, m)
 	if err != nil {
-		return &completion{err: errorf(KindInvalid, "message cannot be encoded")}
+		return &completion{m: m, err: errorf(KindInvalid, "message cannot be encoded")}
 	}
 	opts := h.publishOptions(m)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	if err := h.gatePublish(ctx, opts); err != nil {
 		cancel()
-		return &completion{err: err}
+		return &completion{m: m, err: err}
 	}
 	c := &completion{h: h, m: m, opts: opts, ctx: ctx, cancel: cancel, start: h.cfg.Now()}
 	if sub, ok := h.cfg.Broker.(pubsub.Submitter); ok {
