@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
@@ -68,6 +70,13 @@ type Config struct {
 	// on: back-pressure on the client, not an error. One makes every send
 	// wait for the previous one's answer. Zero means 32.
 	MaxInflightSends int
+	// MaxSubscriptions bounds the rooms one stream receives at once (its
+	// first room and those it subscribed to). Zero means 100.
+	MaxSubscriptions int
+	// Access decides who may use private rooms and direct conversations
+	// and keeps users' conversations (pkg/access). Nil means an in-memory
+	// store: the rooms of one node.
+	Access access.Store
 	// PositionCheckInterval is how often each room compares its last
 	// delivered id with the log's, to find a lost tail. Zero means 5 s.
 	PositionCheckInterval time.Duration
@@ -169,6 +178,16 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflightSends <= 0 {
 		c.MaxInflightSends = 32
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 100
+	}
+	if c.Access == nil {
+		hist := c.History
+		c.Access = access.NewMemory(func(room string) bool {
+			pos, err := hist.Position(context.Background(), room)
+			return err == nil && pos.Epoch != ""
+		})
 	}
 	if c.PositionCheckInterval <= 0 {
 		c.PositionCheckInterval = 5 * time.Second

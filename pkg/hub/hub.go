@@ -143,8 +143,8 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	if err != nil {
 		return nil, err
 	}
-	if o.MayJoin != nil && !o.MayJoin(roomName) {
-		return nil, errorf(KindForbidden, "this token may not join room %q", roomName)
+	if err := h.mayJoin(ctx, o.MayJoin, roomName, o.User); err != nil {
+		return nil, err
 	}
 	id := h.nextID.Add(1)
 	s := &Session{
@@ -154,10 +154,10 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		user:      o.User,
 		transport: o.Transport,
 		events:    o.Events,
+		mayJoin:   o.MayJoin,
 		t:         t,
 		wake:      make(chan struct{}, 1),
 		slots:     make(chan struct{}, h.cfg.MaxInflightSends),
-		syncing:   true,
 	}
 	s.log = h.log.With("session", s.origin, "user", o.User, "transport", o.Transport, "room", roomName)
 	s.ctx, s.cancel = context.WithCancel(h.base)
@@ -165,33 +165,15 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		s.cancel()
 		return nil, err
 	}
-
-	r, err := h.acquire(ctx, roomName, s)
-	if err != nil {
-		s.cancel()
-		h.removeUser(s)
-		return nil, err
-	}
-	s.room = r
-
-	frames, pos, truncated, err := h.replayPage(ctx, roomName, o)
-	if err != nil {
+	primary := &sub{s: s, syncing: true}
+	if err := h.attach(ctx, primary, roomName, o); err != nil {
 		s.mu.Lock()
 		s.closing = true
 		s.mu.Unlock()
 		s.cancel()
-		h.release(s)
 		h.removeUser(s)
 		return nil, err
 	}
-	why := ""
-	if truncated {
-		why = "resume point is no longer in history; here are the latest messages"
-	}
-	if frames, truncated = boundReplay(frames, h.cfg.MaxReplayBytes); truncated && why == "" {
-		why = fmt.Sprintf("older messages were left out: a replay is limited to %d bytes; read them with the history API", h.cfg.MaxReplayBytes)
-	}
-	s.finishSync(frames, pos, why)
 	if !o.Expires.IsZero() {
 		// The token's expiry ends the stream; the client reconnects with a
 		// fresh one and resumes.
@@ -206,14 +188,23 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		s.wakeLocked()
 		s.mu.Unlock()
 	})
-	first := h.presenceCount(s)
+	first := h.presenceCount(primary)
 	s.start()
 	if h.closed.Load() {
 		// Shutdown began while this joined, perhaps after it listed the
 		// sessions to close: close this one too.
 		s.Close(CloseShutdown)
 	}
-	h.presenceJoin(ctx, s, first)
+	h.presenceJoin(ctx, primary, first)
+	// The other rooms of a multi-room join: each one's failure is told
+	// to the client in an error event naming it; the stream goes on.
+	more := o.Rooms
+	if o.Personal && o.Events {
+		more = append(more, SubOptions{Room: personalRoom(o.User), NoHistory: true})
+	}
+	for _, so := range more {
+		_ = s.tell(s.Subscribe(ctx, so), so.Room, "")
+	}
 	s.log.Debug("session joined")
 	return s, nil
 }
@@ -375,10 +366,20 @@ func (h *Hub) ActiveUsers() int {
 	return n
 }
 
-// leave runs when a session's writer has finished.
+// leave runs when a session's writer has finished: each of its rooms
+// lets it go.
 func (h *Hub) leave(s *Session) {
-	h.presenceLeave(s)
-	h.release(s)
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = nil
+	for _, b := range subs {
+		b.gone = true
+	}
+	s.mu.Unlock()
+	for _, b := range subs {
+		h.presenceLeave(b)
+		h.release(b)
+	}
 }
 
 // publishEvent broadcasts a join or leave of user; failures only cost the
@@ -452,15 +453,21 @@ func (h *Hub) closeSpread(ctx context.Context, ss []*Session) {
 	}
 }
 
-// sessions returns every local session.
+// sessions returns every local session, once each.
 func (h *Hub) sessions() []*Session {
 	var out []*Session
+	seen := make(map[*Session]bool)
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for _, r := range sh.rooms {
 			r.mu.Lock()
-			out = append(out, r.members...)
+			for _, b := range r.members {
+				if !seen[b.s] {
+					seen[b.s] = true
+					out = append(out, b.s)
+				}
+			}
 			r.mu.Unlock()
 		}
 		sh.mu.RUnlock()

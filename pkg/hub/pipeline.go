@@ -262,7 +262,7 @@ func (s *Session) finish(a *answer) {
 		}
 	case a.done != nil:
 		if e := a.done(err); e != nil {
-			s.sendOwn(s.errorFrame(e, m.GetClientId()))
+			s.sendOwn(s.errorFrame(e, m.GetClientId(), m.GetRoom()))
 		}
 	}
 	// The ack is queued before the publish stops counting: a draining

@@ -7,7 +7,7 @@ import (
 	"example.com/chat/api"
 )
 
-// presenceJoin counts s's user in its room; the user's first local session
+// presenceJoin counts b's user in b's room; the user's first local session
 // records it in the presence store and, if the user was not present on any
 // node, announces the join. A user returning within the leave grace causes
 // no event at all.
@@ -15,11 +15,11 @@ import (
 // Join calls presenceCount before the session's writer may run (the
 // writer's end uncounts the user, which must find it counted), and
 // presenceJoin, which does the I/O, after.
-func (h *Hub) presenceJoin(ctx context.Context, s *Session, first bool) {
+func (h *Hub) presenceJoin(ctx context.Context, b *sub, first bool) {
 	if !first {
 		return
 	}
-	r := s.room
+	s, r := b.s, b.room
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
 	was, err := h.cfg.Presence.Join(ctx, r.name, s.user, h.cfg.NodeID, h.cfg.PresenceTTL)
@@ -35,8 +35,8 @@ func (h *Hub) presenceJoin(ctx context.Context, s *Session, first bool) {
 // presenceCount counts s's user in its room and reports whether this is
 // the user's first local session there, not returning within the leave
 // grace: the join that presenceJoin records and announces.
-func (h *Hub) presenceCount(s *Session) (first bool) {
-	r := s.room
+func (h *Hub) presenceCount(b *sub) (first bool) {
+	s, r := b.s, b.room
 	r.mu.Lock()
 	if r.users == nil {
 		r.users = make(map[string]int)
@@ -60,8 +60,8 @@ func (h *Hub) presenceCount(s *Session) (first bool) {
 
 // presenceLeave uncounts s's user; when it was the user's last local
 // session, the leave waits out the grace period.
-func (h *Hub) presenceLeave(s *Session) {
-	r := s.room
+func (h *Hub) presenceLeave(b *sub) {
+	s, r := b.s, b.room
 	r.mu.Lock()
 	r.users[s.user]--
 	last := r.users[s.user] <= 0

@@ -57,14 +57,24 @@ func (s *Session) prepare(ctx context.Context, in *api.Message) (*api.Message, e
 	if kind == api.Kind_KIND_MESSAGE && in.GetText() == "" {
 		return nil, errorf(KindInvalid, "text is empty")
 	}
+	b, err := s.sendSub(in.GetRoom())
+	if err != nil {
+		return nil, err
+	}
 	if err := s.allow(ctx); err != nil {
 		return nil, err
+	}
+	if !b.touched {
+		// The room becomes one of the user's conversations (once per
+		// subscription: not a store write per message).
+		b.touched = true
+		h.touch(ctx, s.user, b.room.name)
 	}
 	m := &api.Message{
 		User:     s.user,
 		Text:     in.GetText(),
 		Ts:       h.cfg.Now().UnixMilli(),
-		Room:     s.room.name,
+		Room:     b.room.name,
 		Kind:     kind,
 		ClientId: in.GetClientId(),
 	}
@@ -301,13 +311,37 @@ func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint
 // answers of every publish the session submitted before the call, so a
 // client hears about its sends in the order it made them.
 func (s *Session) SendError(e *api.Error, clientID string) {
-	s.push(&answer{frame: s.errorFrame(e, clientID)})
+	s.push(&answer{frame: s.errorFrame(e, clientID, s.Room())})
 }
 
-// errorFrame is the error event e about the message with clientID.
-func (s *Session) errorFrame(e *api.Error, clientID string) *Frame {
+// errorFrame is the error event e about the message with clientID, sent
+// to room.
+func (s *Session) errorFrame(e *api.Error, clientID, room string) *Frame {
 	if validateClientID(clientID) != nil {
 		clientID = ""
 	}
-	return NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: s.room.name, ClientId: clientID, Error: e})
+	return NewFrame(&api.Message{Kind: api.Kind_KIND_ERROR, Room: room, ClientId: clientID, Error: e})
+}
+
+// sendSub returns the subscription a send to room goes to: the primary
+// room for an empty name, and for a session without events whatever the
+// name (a seed client's later messages stay in its room, as they always
+// did). A session with events must be subscribed to the room it names.
+func (s *Session) sendSub(room string) (*sub, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if room == "" || !s.events {
+		if s.primary.gone {
+			return nil, errorf(KindInvalid, "the stream left its first room: name the room of each message")
+		}
+		return s.primary, nil
+	}
+	name, err := NormalizeRoom(room)
+	if err != nil {
+		return nil, err
+	}
+	if b := s.subForLocked(name); b != nil {
+		return b, nil
+	}
+	return nil, errorf(KindForbidden, "not subscribed to room %q: subscribe to it (KIND_SUBSCRIBE) before sending", name)
 }

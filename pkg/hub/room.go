@@ -28,7 +28,7 @@ type room struct {
 	dead       bool // removed from its shard; guarded by subMu
 
 	mu         sync.Mutex
-	members    []*Session
+	members    []*sub
 	known      bool   // epoch and lastSeq are initialised
 	epoch      string // epoch of lastSeq
 	lastSeq    uint64 // newest id fanned out here (or known to be in history)
@@ -58,9 +58,9 @@ type room struct {
 	events *rate.Limiter
 }
 
-// acquire returns name's room with s added as a syncing member, subscribing
-// the node to the room first if s is its first local member.
-func (h *Hub) acquire(ctx context.Context, name string, s *Session) (*room, error) {
+// acquire returns name's room with b added as a syncing member, subscribing
+// the node to the room first if b is its first local member.
+func (h *Hub) acquire(ctx context.Context, name string, b *sub) (*room, error) {
 	for {
 		sh := h.shard(name)
 		sh.mu.Lock()
@@ -85,7 +85,7 @@ func (h *Hub) acquire(ctx context.Context, name string, s *Session) (*room, erro
 			}
 		}
 		r.mu.Lock()
-		r.members = append(r.members, s)
+		r.members = append(r.members, b)
 		r.mu.Unlock()
 		r.subMu.Unlock()
 		return r, nil
@@ -125,10 +125,10 @@ func (r *room) subscribeLocked(ctx context.Context) error {
 	return nil
 }
 
-// release removes s from its room and unsubscribes the node when s was the
+// release removes b from its room and unsubscribes the node when b was the
 // last local member.
-func (h *Hub) release(s *Session) {
-	r := s.room
+func (h *Hub) release(b *sub) {
+	r := b.room
 	if r == nil {
 		return
 	}
@@ -136,7 +136,7 @@ func (h *Hub) release(s *Session) {
 	defer r.subMu.Unlock()
 	r.mu.Lock()
 	for i, m := range r.members {
-		if m == s {
+		if m == b {
 			last := len(r.members) - 1
 			r.members[i] = r.members[last]
 			r.members[last] = nil
@@ -334,8 +334,8 @@ func (r *room) deliverLocked(env pubsub.Envelope) {
 		}
 		r.cache.put(env.Epoch, env.Seq, f)
 	}
-	for _, s := range r.members {
-		s.deliverStored(f)
+	for _, b := range r.members {
+		b.deliverStored(f)
 	}
 }
 
@@ -568,7 +568,21 @@ func (h *Hub) fanoutEvent(r *room, env pubsub.Envelope) {
 		h.log.Error("dropping malformed event", "room", r.name, "err", err)
 		return
 	}
-	m.Room = r.name
+	switch m.Kind {
+	case api.Kind_KIND_UNSUBSCRIBED:
+		h.removed(r, m.User)
+		return
+	case api.Kind_KIND_INVITE:
+		// On a personal channel: the frame names the room waiting for
+		// the user (the notice's text), not the channel.
+		m.Room, m.Text = m.Text, ""
+		if _, err := NormalizeRoom(m.Room); err != nil || m.Room == "" {
+			h.log.Error("dropping malformed invitation", "room", r.name)
+			return
+		}
+	default:
+		m.Room = r.name
+	}
 	f := NewFrame(m)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -585,12 +599,39 @@ func (h *Hub) fanoutEvent(r *room, env pubsub.Envelope) {
 			return
 		}
 	}
-	for _, s := range r.members {
+	for _, b := range r.members {
+		s := b.s
 		// A user's own join and leave are news only to others.
 		if s.events && s.origin != origin && !(presence && s.user == m.User) {
 			s.send(f)
 		}
 	}
+}
+
+// removed ends user's subscriptions of r on this node: the room's owner
+// removed them (a KIND_UNSUBSCRIBED notice on the room, which every node
+// receives). It runs on the bus's receive loop, so the unsubscribes (which
+// may call the broker) run on a goroutine of their own.
+func (h *Hub) removed(r *room, user string) {
+	r.mu.Lock()
+	var gone []*Session
+	for _, b := range r.members {
+		if b.s.user == user {
+			gone = append(gone, b.s)
+		}
+	}
+	r.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	h.log.Info("member removed from a private room; ending their subscriptions", "room", r.name, "sessions", len(gone))
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		for _, s := range gone {
+			_ = s.Unsubscribe(r.name, "removed from the room by its owner")
+		}
+	}()
 }
 
 // checkPositions compares each room's last delivered id with the log's, to

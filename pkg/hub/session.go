@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"example.com/chat/api"
-	"example.com/chat/pkg/history"
 )
 
 // Transport is a session's connection to its client, implemented by the
@@ -55,22 +54,32 @@ type JoinOptions struct {
 	// Expires, when set, ends the session with CloseUnauthenticated at that
 	// time (its token expires).
 	Expires time.Time
+	// Rooms are more rooms to subscribe to at once (Session.Subscribe),
+	// each with its own options; Personal adds the user's personal
+	// channel. Both need Events. A room that cannot be subscribed is told
+	// in an error event naming it; the join still succeeds.
+	Rooms    []SubOptions
+	Personal bool
+
 	// Admission, when set, is the slot Admit reserved for this connection:
 	// Join takes it over, or releases it if the join fails. Nil takes a new
 	// slot.
 	Admission *Admission
 }
 
-// Session is one client stream in one room. Its methods are safe for
-// concurrent use.
+// Session is one client stream: one queue and one writer, and the rooms it
+// receives (subscriptions, see sub): the room it joined (the primary, the
+// only one of a seed client) and those it subscribed to since. Its methods
+// are safe for concurrent use.
 type Session struct {
 	hub       *Hub
 	id        uint64
 	origin    string
 	user      string
-	room      *room
+	primary   *sub // the room the stream joined; set by Join before any delivery
 	transport string
 	events    bool
+	mayJoin   func(room string) bool // the token's rooms claim; nil: every room
 	t         Transport
 	log       *slog.Logger
 	rejected  int          // consecutive rate-limited sends; guarded by mu
@@ -89,32 +98,30 @@ type Session struct {
 	// answer); its capacity is MaxInflightSends.
 	slots chan struct{}
 
-	mu           sync.Mutex
-	answers      []*answer // answers to come, in order; answers[answered:] are due (pipeline.go)
-	answered     int
-	completing   bool // a goroutine answers them (the completer)
-	queue        []*Frame
-	queued       int // bytes in queue
-	replay       int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes
-	closing      bool
-	inflight     int  // publishes under way; a draining writer waits for their acks
-	urgent       bool // the queue holds an ack or error: write without delay
-	reason       CloseReason
-	started      bool     // Join is done: a writer may run
-	writing      bool     // a writer goroutine runs (or the session has finished)
-	spare        []*Frame // the writer's batch slice, kept between writers
-	syncing      bool     // joining: stored frames wait in pending
-	pending      []*Frame // stored frames that arrived while syncing
-	pendingBytes int      // their size
-	lastSeq      uint64   // newest stored id this session has seen
-	epoch        string   // epoch of lastSeq
+	mu         sync.Mutex
+	answers    []*answer // answers to come, in order; answers[answered:] are due (pipeline.go)
+	answered   int
+	completing bool // a goroutine answers them (the completer)
+	queue      []*Frame
+	queued     int // bytes in queue
+	replay     int // bytes of the join's replay in queue, allowed on top of MaxQueueBytes
+	closing    bool
+	inflight   int  // publishes under way; a draining writer waits for their acks
+	urgent     bool // the queue holds an ack or error: write without delay
+	reason     CloseReason
+	started    bool     // Join is done: a writer may run
+	writing    bool     // a writer goroutine runs (or the session has finished)
+	spare      []*Frame // the writer's batch slice, kept between writers
+	// subs are the rooms the session receives, the primary first (see
+	// sub); each sub's own fields are guarded by mu too.
+	subs []*sub
 }
 
 // User returns the session's user name.
 func (s *Session) User() string { return s.user }
 
-// Room returns the session's room.
-func (s *Session) Room() string { return s.room.name }
+// Room returns the room the session joined (its primary room).
+func (s *Session) Room() string { return s.primary.room.name }
 
 // Context is done once the session has stopped writing: right away for a
 // slow or broken client, after flushing the queue for an orderly close. An
@@ -257,102 +264,6 @@ func (s *Session) sendOwn(f *Frame) {
 	s.mu.Unlock()
 	if slow {
 		s.afterClose(CloseSlowConsumer)
-	}
-}
-
-// deliverStored offers a stored message to the session. The session that
-// sent it gets no copy but still counts the id, so that it sees no gap.
-func (s *Session) deliverStored(f *Frame) {
-	s.mu.Lock()
-	slow := s.deliverStoredLocked(f)
-	s.mu.Unlock()
-	if slow {
-		s.afterClose(CloseSlowConsumer)
-	}
-}
-
-func (s *Session) deliverStoredLocked(f *Frame) (slow bool) {
-	if s.syncing {
-		// Bounded like the queue these frames are bound for: a join that
-		// cannot finish while a flood goes by is a slow consumer.
-		n := f.size
-		if s.pendingBytes+n > s.hub.cfg.MaxQueueBytes {
-			s.pending, s.pendingBytes = nil, 0
-			return s.closeLocked(CloseSlowConsumer)
-		}
-		s.pending = append(s.pending, f)
-		s.pendingBytes += n
-		return false
-	}
-	m := f.msg
-	if m.Epoch != s.epoch {
-		// The room's log was lost and restarted: ids begin again.
-		old := s.epoch
-		s.epoch, s.lastSeq = m.Epoch, 0
-		if old != "" && s.events {
-			if s.enqueueLocked(s.hub.truncatedFrame(s.room.name, m.Epoch, "the room's history was reset")) {
-				return true
-			}
-		}
-	}
-	if m.Seq <= s.lastSeq {
-		return false // seen already (history replay, backfill, or a re-delivery)
-	}
-	if s.lastSeq != 0 && m.Seq > s.lastSeq+1 && s.events {
-		// The room could not fill this gap (it is older than the history
-		// kept): say so rather than lose messages silently.
-		if s.enqueueLocked(s.hub.truncatedFrame(s.room.name, m.Epoch, "messages were lost: they are older than the history kept")) {
-			return true
-		}
-	}
-	s.lastSeq = m.Seq
-	if f.origin == s.origin {
-		return false
-	}
-	return s.enqueueLocked(f)
-}
-
-// finishSync ends the join: it queues the history page read at position
-// pos, then whatever arrived live meanwhile, deduplicated by id. A non-empty
-// truncated says why the replay misses messages the client asked for; an
-// event client is told.
-func (s *Session) finishSync(frames []*Frame, pos history.Position, truncated string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.syncing = false
-	s.epoch = pos.Epoch
-	var slow bool
-	if truncated != "" && s.events {
-		slow = s.enqueueLocked(s.hub.truncatedFrame(s.room.name, pos.Epoch, truncated))
-	}
-	// The replay is as big as the history asks, whatever the client's
-	// speed: it may exceed the queue limit (100 messages of 16 KiB do),
-	// which must not cut the client as slow on every join. The allowance
-	// ends when the writer takes the queue.
-	for _, f := range frames {
-		s.replay += f.size
-	}
-	for _, f := range frames {
-		slow = slow || s.deliverStoredLocked(f)
-	}
-	// Everything up to the page's position is now seen: replayed, or
-	// skipped on purpose (no history asked for, or a resume with nothing
-	// new). Counting from zero instead would let a room still catching up
-	// deliver ids the client already has, and put seq 0 in KIND_LIVE, from
-	// which the client's next resume would replay the whole log.
-	if s.epoch == pos.Epoch && s.lastSeq < pos.Seq {
-		s.lastSeq = pos.Seq
-	}
-	pending := s.pending
-	s.pending, s.pendingBytes = nil, 0
-	for _, f := range pending {
-		slow = slow || s.deliverStoredLocked(f)
-	}
-	if s.events && !slow {
-		slow = s.enqueueLocked(NewFrame(&api.Message{Kind: api.Kind_KIND_LIVE, Room: s.room.name, Epoch: s.epoch, Seq: s.lastSeq}))
-	}
-	if slow {
-		go s.afterClose(CloseSlowConsumer)
 	}
 }
 

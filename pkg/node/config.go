@@ -39,6 +39,7 @@ type Config struct {
 	MaxStreamsUser  int
 	MaxStreams      int
 	MaxInflight     int
+	MaxRoomsPerConn int
 
 	// Bounds on what one connection may hold (see the flags' usage).
 	JoinTimeout           time.Duration
@@ -138,6 +139,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	if c.MaxInflight < 1 || c.MaxInflight > maxInflight {
 		return c, fmt.Errorf("node: -max-inflight-sends must be in [1, %d]", maxInflight)
 	}
+	if c.MaxRoomsPerConn < 1 || c.MaxRoomsPerConn > 100000 {
+		return c, fmt.Errorf("node: -max-rooms-per-stream must be in [1, 100000]")
+	}
 	for _, p := range []struct {
 		name string
 		v    int64
@@ -187,6 +191,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.IntVar(&c.SendBurst, "send-burst", 0, "messages one user may send at once above the rate (0: twice the rate)")
 	fs.IntVar(&c.MaxStreamsUser, "max-streams-per-user", 32, "concurrent streams one user may open on a node")
 	fs.IntVar(&c.MaxStreams, "max-streams", 100000, "concurrent streams a node accepts")
+	fs.IntVar(&c.MaxRoomsPerConn, "max-rooms-per-stream", 100, "rooms one stream (gRPC stream or WebSocket) may receive at once: its first room and those it subscribed to (KIND_SUBSCRIBE, Join.rooms); 1 to 100000")
 	fs.IntVar(&c.MaxInflight, "max-inflight-sends", 32, "messages one stream may have on their way to the message bus at once (pipelined: the next is read while earlier ones await their answer; acks stay in send order); past it the stream's reads wait (back-pressure), 1 waits for each answer; 1 to 4096")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (32+ bytes): require JWTs signed with it; empty with no other key = open development mode")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA for RS256, P-256 for ES256): require JWTs signed by it")

@@ -101,6 +101,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		MaxSessionsPerUser: cfg.MaxStreamsUser,
 		MaxSessions:        cfg.MaxStreams,
 		MaxInflightSends:   cfg.MaxInflight,
+		MaxSubscriptions:   cfg.MaxRoomsPerConn,
 		JoinTimeout:        cfg.JoinTimeout,
 		MaxInvalidFrames:   cfg.MaxInvalidFrames,
 		WriteTimeout:       cfg.WriteTimeout,

@@ -50,13 +50,12 @@ func (s *Server) Register(gs *grpc.Server) { api.RegisterChatServer(gs, s) }
 
 // identify fills o's identity: from the token's claims that the auth
 // interceptors put in ctx, or, in open mode, from the name the client gave.
-func identify(ctx context.Context, o *hub.JoinOptions, claimed string) {
+func identity(ctx context.Context) *hub.Identity {
 	c, ok := auth.FromContext(ctx)
 	if !ok {
-		o.User = claimed
-		return
+		return nil
 	}
-	o.User, o.ClaimedUser, o.MayJoin, o.Expires = c.User, claimed, c.MayJoin, c.Expires
+	return &hub.Identity{User: c.User, MayJoin: c.MayJoin, Expires: c.Expires}
 }
 
 // Stream implements chat.Chat.
@@ -124,7 +123,12 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 			m = nil // a bare join
 		}
 		for {
-			if m != nil {
+			if m != nil && hub.IsControl(m) {
+				if err := sess.Control(ctx, m); err != nil {
+					fail(err)
+					return
+				}
+			} else if m != nil {
 				// Pipelined: the bus's answer comes later (answer, in
 				// order); the next message is read meanwhile.
 				if err := sess.PublishAsync(ctx, m, answer); err != nil {
@@ -341,18 +345,13 @@ func statusf(c codes.Code, format string, args ...any) error {
 }
 
 // Code maps a hub error kind to a gRPC code.
-func Code(e *hub.Error) codes.Code {
-	switch e.Kind {
-	case hub.KindInvalid:
-		return codes.InvalidArgument
-	case hub.KindTooLarge, hub.KindRateLimited, hub.KindLimit:
-		return codes.ResourceExhausted
-	case hub.KindForbidden:
-		return codes.PermissionDenied
-	default:
-		return codes.Unavailable
-	}
-}
+func Code(e *hub.Error) codes.Code { return e.Code() }
+
+// ClientText is hub.ClientText (the edges share it).
+func ClientText(s string, max int) string { return hub.ClientText(s, max) }
+
+// MaxErrorText is hub.MaxErrorText.
+const MaxErrorText = hub.MaxErrorText
 
 // CloseStatus maps the reason a session closed to the stream's status.
 func CloseStatus(r hub.CloseReason) error {
@@ -468,18 +467,8 @@ func (s *Server) readFirst(stream grpc.BidiStreamingServer[api.Message, api.Mess
 // join joins the hub with the stream's first message; the session takes
 // the admission's slot over.
 func (s *Server) join(ctx context.Context, t *transport, first *api.Message, adm *hub.Admission) (*hub.Session, error) {
-	j := first.GetJoin()
-	o := hub.JoinOptions{
-		Room:      first.GetRoom(),
-		Transport: "grpc",
-		Events:    j.GetEvents(),
-		History:   int(j.GetHistory()),
-		NoHistory: j.GetNoHistory(),
-		AfterSeq:  j.GetAfterSeq(),
-		Epoch:     j.GetEpoch(),
-		Admission: adm,
-	}
-	identify(ctx, &o, first.GetUser())
+	o := hub.JoinFrom(first, "grpc", identity(ctx))
+	o.Admission = adm
 	sess, err := s.cfg.Hub.Join(ctx, t, o)
 	if err != nil {
 		return nil, Status(err)

@@ -195,21 +195,12 @@ func (k *conn) join(ctx context.Context, adm *hub.Admission) (stop func() bool, 
 		k.c.CloseNow()
 		return nil, false
 	}
-	j := first.GetJoin()
-	o := hub.JoinOptions{
-		User:      first.GetUser(),
-		Room:      first.GetRoom(),
-		Transport: "ws",
-		Events:    j.GetEvents(),
-		History:   int(j.GetHistory()),
-		NoHistory: j.GetNoHistory(),
-		AfterSeq:  j.GetAfterSeq(),
-		Epoch:     j.GetEpoch(),
-		Admission: adm,
-	}
+	var id *hub.Identity
 	if c := k.claims; c != nil {
-		o.User, o.ClaimedUser, o.MayJoin, o.Expires = c.User, first.GetUser(), c.MayJoin, c.Expires
+		id = &hub.Identity{User: c.User, MayJoin: c.MayJoin, Expires: c.Expires}
 	}
+	o := hub.JoinFrom(first, "ws", id)
+	o.Admission = adm
 	sess, err := k.h.cfg.Hub.Join(ctx, k, o)
 	if err != nil {
 		k.fail(ctx, err)
@@ -320,6 +311,13 @@ func (k *conn) readLoop(ctx context.Context, sess *hub.Session) {
 			sess.SendError(&api.Error{Code: int32(codes.InvalidArgument), Message: bad.Error()}, "")
 			if k.spendInvalid() {
 				sess.Close(hub.CloseInvalidInput)
+				return
+			}
+			continue
+		}
+		if hub.IsControl(m) {
+			if err := sess.Control(sess.Context(), m); err != nil {
+				k.fail(sess.Context(), err)
 				return
 			}
 			continue

@@ -1,11 +1,11 @@
-package rpc_test
+package hub_test
 
 import (
 	"strings"
 	"testing"
 	"unicode/utf8"
 
-	"example.com/chat/pkg/rpc"
+	"example.com/chat/pkg/hub"
 )
 
 func TestClientText(t *testing.T) {
@@ -28,7 +28,7 @@ func TestClientText(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := rpc.ClientText(tc.in, tc.max)
+			got := hub.ClientText(tc.in, tc.max)
 			if got != tc.want {
 				t.Fatalf("ClientText(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
 			}
@@ -43,7 +43,7 @@ func FuzzClientText(f *testing.F) {
 		if max < 0 || max > 1<<16 {
 			return
 		}
-		got := rpc.ClientText(s, max)
+		got := hub.ClientText(s, max)
 		if !utf8.ValidString(got) || len(got) > max {
 			t.Fatalf("ClientText(%q, %d) = %q", s, max, got)
 		}

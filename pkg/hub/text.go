@@ -1,8 +1,12 @@
-package rpc
+package hub
 
 import (
 	"strings"
 	"unicode/utf8"
+
+	"google.golang.org/grpc/codes"
+
+	"example.com/chat/api"
 )
 
 // MaxErrorText is the most bytes of an error message the edges send a
@@ -30,4 +34,25 @@ func ClientText(s string, max int) string {
 		cut--
 	}
 	return s[:cut] + tail
+}
+
+// Code is the gRPC code of e's kind, which every edge uses: the gRPC
+// status, the code of a WebSocket error frame, the REST status (through
+// the gateway).
+func (e *Error) Code() codes.Code {
+	switch e.Kind {
+	case KindInvalid:
+		return codes.InvalidArgument
+	case KindTooLarge, KindRateLimited, KindLimit:
+		return codes.ResourceExhausted
+	case KindForbidden:
+		return codes.PermissionDenied
+	default:
+		return codes.Unavailable
+	}
+}
+
+// Proto is e as the wire's Error, its text fit for the client.
+func (e *Error) Proto() *api.Error {
+	return &api.Error{Code: int32(e.Code()), Message: ClientText(e.Msg, MaxErrorText), RetryAfterMs: e.RetryAfterMs}
 }
