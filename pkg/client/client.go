@@ -42,6 +42,10 @@ type Config struct {
 	// User and Room to join; Room empty means the default room.
 	User string
 	Room string
+	// Rooms are more rooms the stream receives, subscribed on every
+	// connection, each resumed from its own position (one stream, many
+	// rooms). Messages carry their room; SendTo names one.
+	Rooms []string
 	// Token, when set, is sent as a bearer token.
 	Token string
 	// TLS, when set, secures the connection.
@@ -96,6 +100,8 @@ type Client struct {
 	conn    *link // the live connection, nil between connections
 	epoch   string
 	lastSeq uint64
+	rooms   map[string]*roomPos // the Rooms and Subscribe's, by name (not the primary)
+	waiting int                 // rooms whose KIND_LIVE (or refusal) the connection awaits
 	pending map[string]*pendingSend // by client id, until acknowledged
 	order   []string                // pending ids in send order
 	live    chan struct{}           // closed when the current connection is live
@@ -107,6 +113,12 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
+}
+
+// roomPos is where the client stands in one of its Rooms.
+type roomPos struct {
+	epoch   string
+	lastSeq uint64
 }
 
 type pendingSend struct {
@@ -192,10 +204,14 @@ func Dial(cfg Config) (*Client, error) {
 		log:      cfg.Logger,
 		msgs:     make(chan *api.Message, cfg.Buffer),
 		pending:  make(map[string]*pendingSend),
+		rooms:    make(map[string]*roomPos),
 		live:     make(chan struct{}),
 		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + "-",
 		cancel:   cancel,
 		done:     make(chan struct{}),
+	}
+	for _, r := range cfg.Rooms {
+		c.rooms[r] = &roomPos{}
 	}
 	go c.run(ctx)
 	return c, nil
@@ -450,6 +466,15 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	} else if resume {
 		join.NoHistory = false
 	}
+	// The other rooms, each from its own position.
+	for name, p := range c.rooms {
+		sub := &api.Subscription{Room: name, History: int32(c.cfg.History), NoHistory: c.cfg.NoHistory}
+		if p.lastSeq > 0 || p.epoch != "" {
+			sub = &api.Subscription{Room: name, AfterSeq: p.lastSeq, Epoch: p.epoch}
+		}
+		join.Rooms = append(join.Rooms, sub)
+	}
+	c.waiting = 1 + len(join.Rooms)
 	c.mu.Unlock()
 	if err := cn.send(&api.Message{User: c.cfg.User, Room: c.cfg.Room, Join: join}); err != nil {
 		return err
@@ -505,6 +530,10 @@ func (c *Client) keepalive(ctx context.Context, l *link) {
 func (c *Client) handle(cn *link, m *api.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if p := c.rooms[m.GetRoom()]; p != nil {
+		c.handleRoomLocked(cn, p, m)
+		return
+	}
 	switch m.GetKind() {
 	case api.Kind_KIND_MESSAGE:
 		if m.GetSeq() > 0 {
@@ -517,28 +546,126 @@ func (c *Client) handle(cn *link, m *api.Message) {
 		if m.GetSeq() > c.lastSeq {
 			c.lastSeq = m.GetSeq()
 		}
-		c.conn = cn
-		close(c.live)
-		// Retry what the previous connection left unacknowledged, in order.
-		now := time.Now()
-		for _, id := range c.order {
-			p := c.pending[id]
-			p.on, p.at = cn, now
-			_ = cn.send(p.msg)
-		}
+		c.roomLiveLocked(cn)
 	case api.Kind_KIND_ACK, api.Kind_KIND_ERROR:
-		p := c.pending[m.GetClientId()]
-		switch {
-		case p == nil:
-		case m.GetKind() == api.Kind_KIND_ERROR && m.GetError().GetCode() == codeUnavailable:
-			p.on = nil // answered: the node is alive, and retries after a backoff
-			select {
-			case p.retry <- m.GetError().GetRetryAfterMs():
-			default: // a retry is already due
-			}
-		default:
-			c.dropPendingLocked(m.GetClientId())
-			p.done <- m
-		}
+		c.answerLocked(m)
 	}
+}
+
+// answerLocked hands an ack or an error event to the send it answers.
+// c.mu must be held.
+func (c *Client) answerLocked(m *api.Message) {
+	p := c.pending[m.GetClientId()]
+	switch {
+	case p == nil:
+	case m.GetKind() == api.Kind_KIND_ERROR && m.GetError().GetCode() == codeUnavailable:
+		p.on = nil // answered: the node is alive, and retries after a backoff
+		select {
+		case p.retry <- m.GetError().GetRetryAfterMs():
+		default: // a retry is already due
+		}
+	default:
+		c.dropPendingLocked(m.GetClientId())
+		p.done <- m
+	}
+}
+
+// handleRoomLocked follows one of the Rooms: its position, and its
+// KIND_LIVE (or a refusal of its subscription) towards the connection's.
+// c.mu must be held.
+func (c *Client) handleRoomLocked(cn *link, p *roomPos, m *api.Message) {
+	switch m.GetKind() {
+	case api.Kind_KIND_MESSAGE:
+		if m.GetSeq() > 0 {
+			p.epoch, p.lastSeq = m.GetEpoch(), m.GetSeq()
+		}
+	case api.Kind_KIND_LIVE:
+		if m.GetEpoch() != "" {
+			p.epoch = m.GetEpoch()
+		}
+		p.lastSeq = max(p.lastSeq, m.GetSeq())
+		c.roomLiveLocked(cn)
+	case api.Kind_KIND_ERROR:
+		if m.GetClientId() == "" {
+			// The subscription was refused: the room counts as settled.
+			c.log.Warn("client: a room was refused", "room", m.GetRoom(), "err", m.GetError().GetMessage())
+			c.roomLiveLocked(cn)
+			return
+		}
+		c.answerLocked(m)
+	case api.Kind_KIND_ACK:
+		c.answerLocked(m)
+	}
+}
+
+// roomLiveLocked counts one room of the connection as live; with the last
+// one, the connection is live: sends go out on it, and what the previous
+// connection left unacknowledged is retried, in order (only now: a send to
+// a room not yet subscribed again would be refused). c.mu must be held.
+func (c *Client) roomLiveLocked(cn *link) {
+	if c.waiting--; c.waiting > 0 || c.conn == cn {
+		return
+	}
+	c.conn = cn
+	close(c.live)
+	now := time.Now()
+	for _, id := range c.order {
+		p := c.pending[id]
+		p.on, p.at = cn, now
+		_ = cn.send(p.msg)
+	}
+}
+
+// SendTo is Send to one of the client's rooms (Config.Room or Rooms, or
+// one added with Subscribe).
+func (c *Client) SendTo(ctx context.Context, room, text string) (*api.Message, error) {
+	return c.SendMessage(ctx, &api.Message{Room: room, Text: text})
+}
+
+// Subscribe adds room to the stream, now and on every reconnect (history
+// as Config says, then live; resumed from its position after a
+// reconnect).
+func (c *Client) Subscribe(room string) error {
+	c.mu.Lock()
+	if c.rooms[room] != nil || room == c.cfg.Room {
+		c.mu.Unlock()
+		return nil
+	}
+	c.rooms[room] = &roomPos{}
+	cn := c.conn
+	if cn != nil {
+		c.waiting++ // its KIND_LIVE is one more to count, harmlessly
+	}
+	c.mu.Unlock()
+	if cn == nil {
+		return nil // the next connection subscribes it
+	}
+	return cn.send(&api.Message{Kind: api.Kind_KIND_SUBSCRIBE, Room: room, Join: &api.Join{History: int32(c.cfg.History), NoHistory: c.cfg.NoHistory}})
+}
+
+// Unsubscribe removes room from the stream.
+func (c *Client) Unsubscribe(room string) error {
+	c.mu.Lock()
+	if c.rooms[room] == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	delete(c.rooms, room)
+	cn := c.conn
+	c.mu.Unlock()
+	if cn == nil {
+		return nil
+	}
+	return cn.send(&api.Message{Kind: api.Kind_KIND_UNSUBSCRIBE, Room: room})
+}
+
+// RoomPosition returns the epoch and id of the newest stored message
+// received in room (one of Rooms, or the primary room).
+func (c *Client) RoomPosition(room string) (string, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.rooms[room]; p != nil {
+		return p.epoch, p.lastSeq
+	}
+	return c.epoch, c.lastSeq
 }
