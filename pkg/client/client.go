@@ -100,8 +100,8 @@ type Client struct {
 	conn    *link // the live connection, nil between connections
 	epoch   string
 	lastSeq uint64
-	rooms   map[string]*roomPos // the Rooms and Subscribe's, by name (not the primary)
-	waiting int                 // rooms whose KIND_LIVE (or refusal) the connection awaits
+	rooms   map[string]*roomPos     // the Rooms and Subscribe's, by name (not the primary)
+	waiting int                     // rooms whose KIND_LIVE (or refusal) the connection awaits
 	pending map[string]*pendingSend // by client id, until acknowledged
 	order   []string                // pending ids in send order
 	live    chan struct{}           // closed when the current connection is live
