@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -97,4 +98,71 @@ func BenchmarkEncode(b *testing.B) {
 			_ = hub.NewFrame(m).Proto()
 		}
 	})
+}
+
+// BenchmarkMemoryPerRoom measures the heap one more room of a client
+// costs: one stream in 100 rooms (subscriptions) against 100 streams in
+// one room each (sessions), idle, with no history. It reports bytes per
+// client-room ("B/room"); ns/op is meaningless here.
+func BenchmarkMemoryPerRoom(b *testing.B) {
+	const rooms = 100
+	for _, mode := range []string{"one-stream-100-rooms", "100-streams-1-room"} {
+		b.Run(mode, func(b *testing.B) {
+			var perRoom float64
+			for range b.N {
+				log := history.NewMemory(history.MemoryConfig{Size: 10})
+				h, err := hub.New(hub.Config{Broker: pubsub.NewMemory(log), History: log, HistorySize: 10, MaxSubscriptions: rooms, MaxSessionsPerUser: rooms})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var n atomic.Int64
+				t := countingTransport{n: &n}
+				// The rooms exist (someone is in each) before the
+				// measurement, so it counts the client's share only.
+				for i := range rooms {
+					if _, err := h.Join(context.Background(), t, hub.JoinOptions{User: "owner", Room: fmt.Sprint("r", i), NoHistory: true, Transport: "bench"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				before := heapInUse()
+				var keep []*hub.Session
+				if mode == "one-stream-100-rooms" {
+					var subs []hub.SubOptions
+					for i := 1; i < rooms; i++ {
+						subs = append(subs, hub.SubOptions{Room: fmt.Sprint("r", i), NoHistory: true})
+					}
+					s, err := h.Join(context.Background(), t, hub.JoinOptions{User: "u", Room: "r0", Events: true, NoHistory: true, Rooms: subs, Transport: "bench"})
+					if err != nil {
+						b.Fatal(err)
+					}
+					keep = append(keep, s)
+				} else {
+					for i := range rooms {
+						s, err := h.Join(context.Background(), t, hub.JoinOptions{User: "u", Room: fmt.Sprint("r", i), Events: true, NoHistory: true, Transport: "bench"})
+						if err != nil {
+							b.Fatal(err)
+						}
+						keep = append(keep, s)
+					}
+				}
+				time.Sleep(1500 * time.Millisecond) // writers that ran for the join exit after WriterIdle
+				perRoom += float64(heapInUse()-before) / rooms
+				for _, s := range keep {
+					s.Close(hub.CloseNormal)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = h.Shutdown(ctx)
+				cancel()
+			}
+			b.ReportMetric(perRoom/float64(b.N), "B/room")
+		})
+	}
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc) + int64(ms.StackInuse)
 }
