@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
@@ -21,6 +23,13 @@ type Config struct {
 	Broker pubsub.Broker
 	// History reads rooms' logs for join replay and gap filling.
 	History history.Store
+
+	// Access decides who may use private rooms, direct conversations and
+	// personal channels, and keeps users' conversation lists (see
+	// MayUse). A cluster needs one store shared by its nodes
+	// (access.Redis); nil means an access.Memory for this node alone,
+	// which refuses to make a room private once History has a log for it.
+	Access access.Store
 
 	// Presence records who is in which room across the cluster. Nil means
 	// an in-memory store (single node).
@@ -137,6 +146,15 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Access == nil {
+		hist := c.History
+		c.Access = access.NewMemory(func(room string) bool {
+			// A log that cannot be read may exist: answer yes, so that a
+			// room with messages is never taken private.
+			pos, err := hist.Position(context.Background(), room)
+			return err != nil || pos.Epoch != ""
+		})
+	}
 	if c.Presence == nil {
 		c.Presence = presence.NewMemory(nil)
 	}
