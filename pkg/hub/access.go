@@ -372,8 +372,12 @@ func (h *Hub) conversation(ctx context.Context, room, user string) (*api.Convers
 	return c, nil
 }
 
-// touch records room as one of user's conversations, now.
+// touch records room as one of user's conversations, now; a personal
+// channel is never one.
 func (h *Hub) touch(ctx context.Context, user, room string) error {
+	if access.KindOfName(room) == access.Personal {
+		return nil
+	}
 	if err := h.cfg.Access.Touch(ctx, user, room, h.cfg.Now().UnixMilli()); err != nil {
 		return &Error{Kind: KindUnavailable, Msg: fmt.Sprintf("room %q could not be added to the conversations of %s; retry", room, user), Err: err}
 	}
