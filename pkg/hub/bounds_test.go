@@ -174,12 +174,12 @@ func TestReplayIsBoundedInBytes(t *testing.T) {
 	if strings.Join(got, "") != "hij" {
 		t.Fatalf("replayed %v, want the newest that fit: h i j", got)
 	}
-	msgs, _, truncated, err := e.hub.History(context.Background(), "", 0, 0)
+	msgs, _, truncated, err := e.hub.History(context.Background(), "", "", 0, 0)
 	if err != nil || !truncated || len(msgs) != 3 || msgs[0].GetText()[:1] != "h" {
 		t.Fatalf("REST history: %d messages, truncated %v, err %v", len(msgs), truncated, err)
 	}
 	// Paging forward ends the page early instead of skipping.
-	msgs, _, _, err = e.hub.History(context.Background(), "", 0, 1)
+	msgs, _, _, err = e.hub.History(context.Background(), "", "", 0, 1)
 	if err != nil || len(msgs) != 3 || msgs[0].GetSeq() != 2 {
 		t.Fatalf("forward page: %d messages from seq %d, err %v", len(msgs), msgs[0].GetSeq(), err)
 	}

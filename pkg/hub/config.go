@@ -24,6 +24,13 @@ type Config struct {
 	// History reads rooms' logs for join replay and gap filling.
 	History history.Store
 
+	// Access decides who may use private rooms, direct conversations and
+	// personal channels, and keeps users' conversation lists (see
+	// MayUse). A cluster needs one store shared by its nodes
+	// (access.Redis); nil means an access.Memory for this node alone,
+	// which refuses to make a room private once History has a log for it.
+	Access access.Store
+
 	// Presence records who is in which room across the cluster. Nil means
 	// an in-memory store (single node).
 	Presence presence.Store
@@ -73,10 +80,6 @@ type Config struct {
 	// MaxSubscriptions bounds the rooms one stream receives at once (its
 	// first room and those it subscribed to). Zero means 100.
 	MaxSubscriptions int
-	// Access decides who may use private rooms and direct conversations
-	// and keeps users' conversations (pkg/access). Nil means an in-memory
-	// store: the rooms of one node.
-	Access access.Store
 	// PositionCheckInterval is how often each room compares its last
 	// delivered id with the log's, to find a lost tail. Zero means 5 s.
 	PositionCheckInterval time.Duration
@@ -146,6 +149,15 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Access == nil {
+		hist := c.History
+		c.Access = access.NewMemory(func(room string) bool {
+			// A log that cannot be read may exist: answer yes, so that a
+			// room with messages is never taken private.
+			pos, err := hist.Position(context.Background(), room)
+			return err != nil || pos.Epoch != ""
+		})
+	}
 	if c.Presence == nil {
 		c.Presence = presence.NewMemory(nil)
 	}
@@ -181,13 +193,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = 100
-	}
-	if c.Access == nil {
-		hist := c.History
-		c.Access = access.NewMemory(func(room string) bool {
-			pos, err := hist.Position(context.Background(), room)
-			return err == nil && pos.Epoch != ""
-		})
 	}
 	if c.PositionCheckInterval <= 0 {
 		c.PositionCheckInterval = 5 * time.Second

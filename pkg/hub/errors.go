@@ -25,6 +25,9 @@ const (
 	KindClosed
 	// KindLimit is a connection limit reached (ResourceExhausted).
 	KindLimit
+	// KindConflict is a request to create what already exists, such as a
+	// private room whose name is taken (AlreadyExists, HTTP 409).
+	KindConflict
 )
 
 // Error is an error meant for the client: Msg is safe to show.
@@ -122,7 +125,7 @@ func (r CloseReason) flushes() bool {
 func CloseReasonForError(err error) CloseReason {
 	if e := AsError(err); e != nil {
 		switch e.Kind {
-		case KindInvalid, KindForbidden:
+		case KindInvalid, KindForbidden, KindConflict:
 			return CloseInvalidInput
 		case KindTooLarge:
 			return CloseTooLarge

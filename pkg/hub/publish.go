@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -68,7 +69,9 @@ func (s *Session) prepare(ctx context.Context, in *api.Message) (*api.Message, e
 		// The room becomes one of the user's conversations (once per
 		// subscription: not a store write per message).
 		b.touched = true
-		h.touch(ctx, s.user, b.room.name)
+		if err := h.touch(ctx, s.user, b.room.name); err != nil {
+			s.log.Debug("conversation not recorded", "room", b.room.name, "err", err)
+		}
 	}
 	m := &api.Message{
 		User:     s.user,
@@ -123,7 +126,11 @@ func (h *Hub) rateLimited(retry time.Duration) error {
 
 // Publish sends m (already validated, with user, room and ts set) on behalf
 // of a stream-less client, as the REST route does. It returns the message as
-// stored, with its id.
+// stored, with its id. The user must be allowed to post in the room
+// (MayPost: a member of a private room or direct conversation, never a
+// personal channel), and the room then becomes one of the user's
+// conversations (access.Store.Touch; a failure there is logged, the
+// message is stored).
 func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error) {
 	user, err := NormalizeUser(m.GetUser())
 	if err != nil {
@@ -149,12 +156,21 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 	if !d.Allowed {
 		return nil, h.rateLimited(d.RetryAfter)
 	}
+	// After the rate limit: refused posts cost the sender too.
+	if err := h.mayPost(ctx, room, user); err != nil {
+		return nil, err
+	}
 	out := &api.Message{User: user, Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
 	res, err := h.publish(ctx, "", out)
 	if err != nil {
 		return nil, err
 	}
 	out.Seq, out.Epoch = res.Seq, res.Epoch
+	tctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	if err := h.touch(tctx, user, room); err != nil {
+		h.log.Warn("conversation not recorded", "room", room, "user", user, "err", err)
+	}
 	return out, nil
 }
 
@@ -269,9 +285,20 @@ func (h *Hub) answered(m *api.Message, opts pubsub.PublishOptions, start time.Ti
 
 // History returns a room's recent stored messages, oldest first, for the
 // REST route. limit is capped at HistorySize; afterSeq > 0 pages forward.
-func (h *Hub) History(ctx context.Context, room string, limit int, afterSeq uint64) ([]*api.Message, string, bool, error) {
+// user is the reader: a public room needs none (empty), a private room or
+// direct conversation is read by its members only (MayUse); the edge has
+// checked that user is the caller.
+func (h *Hub) History(ctx context.Context, room, user string, limit int, afterSeq uint64) ([]*api.Message, string, bool, error) {
 	room, err := NormalizeRoom(room)
 	if err != nil {
+		return nil, "", false, err
+	}
+	if user != "" {
+		if user, err = NormalizeUser(user); err != nil {
+			return nil, "", false, err
+		}
+	}
+	if _, err := h.mayUse(ctx, room, user); err != nil {
 		return nil, "", false, err
 	}
 	if limit <= 0 || limit > h.cfg.HistorySize {
@@ -339,6 +366,9 @@ func (s *Session) sendSub(room string) (*sub, error) {
 	name, err := NormalizeRoom(room)
 	if err != nil {
 		return nil, err
+	}
+	if access.KindOfName(name) == access.Personal {
+		return nil, errorf(KindForbidden, "room %q is a personal channel: only the server posts there", name)
 	}
 	if b := s.subForLocked(name); b != nil {
 		return b, nil

@@ -47,6 +47,8 @@ func (e *Error) Code() codes.Code {
 		return codes.ResourceExhausted
 	case KindForbidden:
 		return codes.PermissionDenied
+	case KindConflict:
+		return codes.AlreadyExists
 	default:
 		return codes.Unavailable
 	}

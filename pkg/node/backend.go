@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/presence"
 	"example.com/chat/pkg/pubsub"
@@ -19,8 +20,12 @@ type backends struct {
 	broker   pubsub.Broker
 	history  history.Store
 	presence presence.Store
-	ping     func(context.Context) error
-	close    func()
+	// access keeps private rooms, direct conversations and users'
+	// conversation lists: in Redis, shared by every node (a member
+	// removed on one node is refused on all), or in memory.
+	access access.Store
+	ping   func(context.Context) error
+	close  func()
 	// limiter holds users to -send-rate/-send-burst; nil: the hub's
 	// per-node default. On Redis it is shared by every node, so that a
 	// user spreading its sends over nodes gets one budget.
@@ -43,8 +48,12 @@ func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends,
 			broker:   b,
 			history:  mem,
 			presence: presence.NewMemory(nil),
-			ping:     func(context.Context) error { return nil },
-			close:    func() { b.Close(); mem.Close() },
+			access: access.NewMemory(func(room string) bool {
+				pos, err := mem.Position(context.Background(), room)
+				return err != nil || pos.Epoch != ""
+			}),
+			ping:  func(context.Context) error { return nil },
+			close: func() { b.Close(); mem.Close() },
 		}, nil
 	}
 	be, err := openRedis(ctx, cfg, log)
@@ -65,5 +74,8 @@ func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends,
 		return nil, fmt.Errorf("node: -send-rate/-send-burst: %w", err)
 	}
 	be.limiter = l
+	// Redis, Sentinel and Cluster alike: the client and prefix of the log,
+	// so that a room's record shares its log's slot.
+	be.access = access.NewRedis(be.redis, be.prefix)
 	return be, nil
 }

@@ -85,6 +85,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Broker:             be.broker,
 		History:            be.history,
 		Presence:           be.presence,
+		Access:             be.access,
 		HeartbeatInterval:  cfg.Heartbeat,
 		DrainSpread:        cfg.DrainSpread,
 		WriteDelay:         cfg.WriteDelay,

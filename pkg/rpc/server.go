@@ -254,7 +254,13 @@ func (s *Server) History(ctx context.Context, req *api.HistoryRequest) (*api.His
 	if err := mayRead(ctx, req.GetRoom()); err != nil {
 		return nil, err
 	}
-	msgs, epoch, truncated, err := s.cfg.Hub.History(ctx, req.GetRoom(), int(req.GetLimit()), req.GetAfterSeq())
+	// The reader: the token's subject, or the user the request names in
+	// open mode (none for a public room).
+	user, err := caller(ctx, req.GetUser())
+	if err != nil {
+		return nil, err
+	}
+	msgs, epoch, truncated, err := s.cfg.Hub.History(ctx, req.GetRoom(), user, int(req.GetLimit()), req.GetAfterSeq())
 	if err != nil {
 		return nil, Status(err)
 	}
@@ -293,6 +299,13 @@ func (s *Server) Send(ctx context.Context, req *api.SendRequest) (*api.Message, 
 func (s *Server) Presence(ctx context.Context, req *api.PresenceRequest) (*api.PresenceResponse, error) {
 	if err := mayRead(ctx, req.GetRoom()); err != nil {
 		return nil, err
+	}
+	// Who is in a private room is its members' business: the token's
+	// subject must be one (PresenceRequest names no user, so in open mode
+	// only public rooms answer).
+	user, _ := caller(ctx, "")
+	if err := s.cfg.Hub.MayUse(ctx, req.GetRoom(), user); err != nil {
+		return nil, Status(err)
 	}
 	limit := int(req.GetLimit())
 	switch {
