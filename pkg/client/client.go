@@ -46,6 +46,9 @@ type Config struct {
 	// connection, each resumed from its own position (one stream, many
 	// rooms). Messages carry their room; SendTo names one.
 	Rooms []string
+	// Personal also receives the user's personal channel: KIND_INVITE
+	// says a direct conversation or a private room waits (its room).
+	Personal bool
 	// Token, when set, is sent as a bearer token.
 	Token string
 	// TLS, when set, secures the connection.
@@ -466,6 +469,7 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	} else if resume {
 		join.NoHistory = false
 	}
+	join.Personal = c.cfg.Personal
 	// The other rooms, each from its own position.
 	for name, p := range c.rooms {
 		sub := &api.Subscription{Room: name, History: int32(c.cfg.History), NoHistory: c.cfg.NoHistory}
@@ -475,6 +479,9 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 		join.Rooms = append(join.Rooms, sub)
 	}
 	c.waiting = 1 + len(join.Rooms)
+	if c.cfg.Personal {
+		c.waiting++ // the personal channel's KIND_LIVE comes too
+	}
 	c.mu.Unlock()
 	if err := cn.send(&api.Message{User: c.cfg.User, Room: c.cfg.Room, Join: join}); err != nil {
 		return err
@@ -532,6 +539,10 @@ func (c *Client) handle(cn *link, m *api.Message) {
 	defer c.mu.Unlock()
 	if p := c.rooms[m.GetRoom()]; p != nil {
 		c.handleRoomLocked(cn, p, m)
+		return
+	}
+	if m.GetKind() == api.Kind_KIND_LIVE && m.GetRoom() != c.primaryRoom() {
+		c.roomLiveLocked(cn) // the personal channel's: it has no position
 		return
 	}
 	switch m.GetKind() {
@@ -595,6 +606,10 @@ func (c *Client) handleRoomLocked(cn *link, p *roomPos, m *api.Message) {
 		c.answerLocked(m)
 	case api.Kind_KIND_ACK:
 		c.answerLocked(m)
+	case api.Kind_KIND_UNSUBSCRIBED:
+		// On request or by the server (removed from a private room): no
+		// reconnect subscribes it again.
+		delete(c.rooms, m.GetRoom())
 	}
 }
 
@@ -668,4 +683,12 @@ func (c *Client) RoomPosition(room string) (string, uint64) {
 		return p.epoch, p.lastSeq
 	}
 	return c.epoch, c.lastSeq
+}
+
+// primaryRoom is the room the client joins.
+func (c *Client) primaryRoom() string {
+	if c.cfg.Room == "" {
+		return "general"
+	}
+	return c.cfg.Room
 }

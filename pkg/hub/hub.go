@@ -50,6 +50,7 @@ type Hub struct {
 	usersMu  sync.Mutex
 	users    map[string]*user        // local users
 	sessionN int                     // local sessions
+	all      map[*Session]struct{}   // the local sessions, for Shutdown
 	admitted map[*Admission]struct{} // connections not joined yet
 }
 
@@ -75,6 +76,7 @@ func New(cfg Config) (*Hub, error) {
 		users:    make(map[string]*user),
 		leaving:  make(map[leaveKey]*time.Timer),
 		admitted: make(map[*Admission]struct{}),
+		all:      make(map[*Session]struct{}),
 	}
 	_, inProcess := cfg.Broker.(*pubsub.Memory)
 	h.serverKeys = !inProcess
@@ -336,6 +338,7 @@ func (h *Hub) addUser(s *Session, a *Admission) error {
 	}
 	u.sessions++
 	h.sessionN++
+	h.all[s] = struct{}{}
 	h.metrics.sessions.WithLabelValues(s.transport).Inc()
 	return nil
 }
@@ -349,6 +352,7 @@ func (h *Hub) removeUser(s *Session) {
 		}
 	}
 	h.sessionN--
+	delete(h.all, s)
 	h.metrics.sessions.WithLabelValues(s.transport).Dec()
 }
 
@@ -453,24 +457,14 @@ func (h *Hub) closeSpread(ctx context.Context, ss []*Session) {
 	}
 }
 
-// sessions returns every local session, once each.
+// sessions returns every local session (those that joined, with or
+// without rooms left).
 func (h *Hub) sessions() []*Session {
-	var out []*Session
-	seen := make(map[*Session]bool)
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, r := range sh.rooms {
-			r.mu.Lock()
-			for _, b := range r.members {
-				if !seen[b.s] {
-					seen[b.s] = true
-					out = append(out, b.s)
-				}
-			}
-			r.mu.Unlock()
-		}
-		sh.mu.RUnlock()
+	h.usersMu.Lock()
+	defer h.usersMu.Unlock()
+	out := make([]*Session, 0, len(h.all))
+	for s := range h.all {
+		out = append(out, s)
 	}
 	return out
 }
