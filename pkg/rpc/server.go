@@ -112,7 +112,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 			return nil
 		}
 		if e := hub.AsError(err); events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
-			return &api.Error{Code: int32(Code(e)), Message: ClientText(e.Msg, MaxErrorText), RetryAfterMs: e.RetryAfterMs}
+			return e.Proto()
 		}
 		fail(err)
 		return nil

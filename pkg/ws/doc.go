@@ -5,7 +5,7 @@
 // Every frame a client receives is one JSON object: a chat.Message, or an
 // error in the gateway's shape {"error":{"code":N,"message":"..."}}. Every
 // text in it, and every close reason, is valid UTF-8, cut on a character
-// boundary (rpc.ClientText): error texts may quote the client's input.
+// boundary (hub.ClientText): error texts may quote the client's input.
 //
 // What a client may hold is bounded. A connection is admitted
 // (hub.Hub.Admit) before it is upgraded, so it counts against the node's

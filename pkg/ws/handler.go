@@ -15,7 +15,6 @@ import (
 	"example.com/chat/api"
 	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/hub"
-	"example.com/chat/pkg/rpc"
 )
 
 // Config configures a Handler. Hub is required.
@@ -81,7 +80,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The error names what is wrong (expired, bad signature, ...)
 			// and nothing secret.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
-			http.Error(w, rpc.ClientText(err.Error(), rpc.MaxErrorText), http.StatusUnauthorized)
+			http.Error(w, hub.ClientText(err.Error(), hub.MaxErrorText), http.StatusUnauthorized)
 			return
 		}
 		claims = c
@@ -156,7 +155,7 @@ func refuse(w http.ResponseWriter, err error) {
 	}
 	msg := "node unavailable"
 	if e := hub.AsError(err); e != nil {
-		msg = rpc.ClientText(e.Msg, rpc.MaxErrorText)
+		msg = hub.ClientText(e.Msg, hub.MaxErrorText)
 	}
 	w.Header().Set("Retry-After", retry)
 	http.Error(w, msg, http.StatusServiceUnavailable)
@@ -287,7 +286,7 @@ func DecodeFrame(data []byte) (*api.Message, error) {
 	if err := unmarshalOpts.Unmarshal(data, m); err != nil {
 		// The decoder's error may quote the input: cut it (on a
 		// character boundary) and make it valid UTF-8.
-		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", rpc.ClientText(err.Error(), 200))
+		return nil, fmt.Errorf("frame is not a valid chat.Message in JSON: %s", hub.ClientText(err.Error(), 200))
 	}
 	return m, nil
 }
@@ -368,7 +367,7 @@ func answer(err error) *api.Error {
 
 // errorEvent is the error frame's content for e.
 func errorEvent(e *hub.Error) *api.Error {
-	return &api.Error{Code: int32(Code(e)), Message: rpc.ClientText(e.Msg, rpc.MaxErrorText), RetryAfterMs: e.RetryAfterMs}
+	return e.Proto()
 }
 
 // fail answers a failed join: an error frame, then a close.
@@ -391,7 +390,7 @@ func (k *conn) fail(ctx context.Context, err error) {
 }
 
 func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retryMs int64) {
-	b, err := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: rpc.ClientText(msg, rpc.MaxErrorText), RetryAfterMs: retryMs}})
+	b, err := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: hub.ClientText(msg, hub.MaxErrorText), RetryAfterMs: retryMs}})
 	if err != nil {
 		// Cannot happen with a valid UTF-8 text; never send a broken frame.
 		k.h.log.Error("encode error frame", "err", err)
@@ -489,7 +488,7 @@ func CloseStatus(r hub.CloseReason) (websocket.StatusCode, string) {
 }
 
 // Code maps a hub error to its google.rpc code, as the gateway would.
-func Code(e *hub.Error) codes.Code { return rpc.Code(e) }
+func Code(e *hub.Error) codes.Code { return e.Code() }
 
 // maxCloseReason is the most bytes a close frame's reason may have
 // (RFC 6455 §5.5: a control frame's payload is at most 125 bytes, 2 of them
@@ -499,6 +498,6 @@ const maxCloseReason = 123
 // truncateReason fits a close reason into a close frame: valid UTF-8 (a
 // browser fails a connection whose close reason is not) and at most 123
 // bytes, cut on a character boundary.
-func truncateReason(s string) string { return rpc.ClientText(s, maxCloseReason) }
+func truncateReason(s string) string { return hub.ClientText(s, maxCloseReason) }
 
 var _ hub.Transport = (*conn)(nil)
