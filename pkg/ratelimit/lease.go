@@ -7,7 +7,9 @@ import (
 
 // Leases take a fast sender's checks off the Redis round trip. When a key
 // spends what Redis granted it quickly, the next call asks Redis for more
-// than one event at once (twice as many each time, up to maxLease), and
+// than one event at once (twice as many each time, up to maxLease and a
+// sixteenth of the burst, so that what leases can leave unspent stays a
+// small part of the budget: a burst under 32 gets no leases), and
 // the node spends them locally for up to leaseTTL; a key whose lease
 // expires unspent goes back to asking for one at a time. So a client
 // that sends a message now and then is charged exactly its messages,
@@ -28,6 +30,7 @@ const (
 )
 
 type leases struct {
+	max  int // the largest lease: min(maxLease, burst/16), at least 1
 	mu   sync.Mutex
 	keys map[string]*lease
 }
@@ -87,7 +90,7 @@ func (l *leases) grant(key string, now time.Time, extra int) {
 	e.left, e.until, e.active = extra, now.Add(leaseTTL), now
 	switch {
 	case flooding:
-		e.next = min(max(2*e.next, 2), maxLease)
+		e.next = max(1, min(2*e.next, l.max))
 	default:
 		e.next = 1
 	}

@@ -128,6 +128,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		retry:   cfg.RetryInterval,
 		local:   local,
 		log:     cfg.Logger,
+		leases:  leases{max: max(1, min(maxLease, l.Burst/16))},
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chat_ratelimit_redis_errors_total",
 			Help: "Send-limit checks Redis failed to answer; each was decided by the node's local bucket (fail open).",
