@@ -41,9 +41,9 @@
 //
 // A key checked back to back (a client flooding a pipelined stream) gets
 // leases: Redis admits several events in one call (the script's third
-// argument, doubling up to 32 (and a sixteenth of the burst) while the
-// key keeps spending them within
-// 200 ms), and the node spends them without a round trip. They are
+// argument, doubling up to 32, and up to a sixteenth of the burst, while
+// the key keeps spending them within 200 ms), and the node spends them
+// without a round trip. They are
 // charged to the shared budget when granted, so the deployment never
 // admits more than the limit; a key that sends now and then always asks
 // for one (see lease.go).
