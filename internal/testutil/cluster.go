@@ -62,8 +62,27 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 	if err != nil {
 		tb.Fatalf("testutil: redis-cli is not on PATH: install it (apt-get install redis-tools): %v", err)
 	}
-	c := &Cluster{tb: tb, bin: bin, dir: tb.TempDir()}
-	tb.Cleanup(c.stopAll)
+	// Forming a cluster was seen to hang at "Waiting for the cluster to
+	// join" on a loaded machine (once in a few hundred clusters): a fresh
+	// set of processes on fresh ports is tried once more before failing.
+	var lastErr error
+	for attempt := 1; attempt <= 2; attempt++ {
+		c := &Cluster{tb: tb, bin: bin, dir: tb.TempDir()}
+		tb.Cleanup(c.stopAll)
+		if lastErr = c.form(cli, masters, replicasPerMaster); lastErr == nil {
+			return c
+		}
+		tb.Logf("testutil: cluster attempt %d did not form: %v", attempt, lastErr)
+		c.stopAll()
+	}
+	tb.Fatalf("testutil: cluster: %v", lastErr)
+	return nil
+}
+
+// form starts the cluster's processes, joins them with redis-cli --cluster
+// create, and waits (clusterTimeout) until every node agrees.
+func (c *Cluster) form(cli string, masters, replicasPerMaster int) error {
+	tb := c.tb
 	n := masters * (1 + replicasPerMaster)
 	for range n {
 		var lastErr error
@@ -78,7 +97,7 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 			}
 		}
 		if lastErr != nil {
-			tb.Fatalf("testutil: start cluster node: %v", lastErr)
+			return fmt.Errorf("start cluster node: %w", lastErr)
 		}
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
@@ -86,10 +105,21 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		tb.Fatalf("testutil: redis-cli --cluster create: %v\n%s", err, out)
+		return fmt.Errorf("redis-cli --cluster create: %w\n%s", err, out)
 	}
-	c.eventually(func() error { return c.converged(ctx, masters, replicasPerMaster) })
-	return c
+	cctx, ccancel := context.WithTimeout(context.Background(), clusterTimeout)
+	defer ccancel()
+	deadline := time.Now().Add(clusterTimeout)
+	for {
+		err := c.converged(cctx, masters, replicasPerMaster)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not converged after %v: %w", clusterTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, bounded by deadline
+	}
 }
 
 // startProc runs one cluster-enabled redis-server and waits for its PING.
