@@ -32,20 +32,7 @@ func caller(ctx context.Context, named string) (string, error) {
 
 // mayTouch refuses a room outside the token's "rooms" claim, as mayRead
 // does for reads.
-func mayTouch(ctx context.Context, room string) error {
-	c, ok := auth.FromContext(ctx)
-	if !ok {
-		return nil
-	}
-	name, err := hub.NormalizeRoom(room)
-	if err != nil {
-		return Status(err)
-	}
-	if !c.MayJoin(name) {
-		return statusf(codes.PermissionDenied, "this token may not use room %q", name)
-	}
-	return nil
-}
+func mayTouch(ctx context.Context, room string) error { return mayClaim(ctx, room, "use") }
 
 // Conversations implements chat.Chat. A token with a "rooms" claim lists
 // only the rooms it may use.

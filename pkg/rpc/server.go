@@ -324,7 +324,11 @@ func (s *Server) Presence(ctx context.Context, req *api.PresenceRequest) (*api.P
 // mayRead refuses reading a room (history, presence) that the caller's
 // token may not join: its "rooms" claim bounds reads as well as joins.
 // Without a token (open mode) everything is readable.
-func mayRead(ctx context.Context, room string) error {
+func mayRead(ctx context.Context, room string) error { return mayClaim(ctx, room, "read") }
+
+// mayClaim refuses room if the caller's token has a "rooms" claim without
+// it; verb says what the caller may not do there.
+func mayClaim(ctx context.Context, room, verb string) error {
 	c, ok := auth.FromContext(ctx)
 	if !ok {
 		return nil
@@ -334,7 +338,7 @@ func mayRead(ctx context.Context, room string) error {
 		return Status(err)
 	}
 	if !c.MayJoin(name) {
-		return statusf(codes.PermissionDenied, "this token may not read room %q", name)
+		return statusf(codes.PermissionDenied, "this token may not %s room %q", verb, name)
 	}
 	return nil
 }
