@@ -210,7 +210,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	guard := &restGuard{verifier: v, readTimeout: cfg.HTTPReadTimeout, writeTimeout: cfg.HTTPWriteTimeout, maxBody: cfg.MaxBodyBytes}
-	mux := runtime.NewServeMux(runtime.WithErrorHandler(guard.errorHandler))
+	mux := runtime.NewServeMux(runtime.WithErrorHandler(guard.errorHandler),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, browserMarshaler()))
 	guard.gw, guard.next = mux, mux
 	if err := api.RegisterChatHandlerClient(ctx, mux, api.NewChatClient(cc)); err != nil {
 		return fmt.Errorf("node: gateway: %w", err)

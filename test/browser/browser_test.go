@@ -417,6 +417,16 @@ func TestSeedSnippet(t *testing.T) {
 		logged = append(logged, m.Text)
 		if len(m.Args) == 1 && previewProp(m.Args[0], "text") == "yo" && previewProp(m.Args[0], "user") == "grpc" {
 			found = true
+			// JSON.parse gave ts (and seq) as numbers: new Date(m.ts) is
+			// a date, not Invalid Date.
+			for _, f := range []string{"ts", "seq"} {
+				if typ := previewType(m.Args[0], f); typ != "number" {
+					t.Errorf("the snippet's JSON.parse gave %s as a %s (%q), want a number", f, typ, previewProp(m.Args[0], f))
+				}
+			}
+			if ts, err := strconv.ParseInt(previewProp(m.Args[0], "ts"), 10, 64); err != nil || time.Since(time.UnixMilli(ts)).Abs() > time.Hour {
+				t.Errorf("ts %q is not a time in milliseconds near now", previewProp(m.Args[0], "ts"))
+			}
 			break
 		}
 	}
@@ -433,6 +443,20 @@ func previewProp(o *runtime.RemoteObject, name string) string {
 	for _, p := range o.Preview.Properties {
 		if p.Name == name {
 			return p.Value
+		}
+	}
+	return ""
+}
+
+// previewType returns the preview type ("number", "string", ...) of
+// property name of a logged object.
+func previewType(o *runtime.RemoteObject, name string) string {
+	if o == nil || o.Preview == nil {
+		return ""
+	}
+	for _, p := range o.Preview.Properties {
+		if p.Name == name {
+			return string(p.Type)
 		}
 	}
 	return ""
