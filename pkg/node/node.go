@@ -53,7 +53,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := newLogger(stdout, cfg)
 	if cfg.NodeID != "" {
 		log = log.With("node", cfg.NodeID)
 	}
@@ -236,17 +236,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			metrics.ServeHTTP(w, r)
 		}))
 	}
-	page := web.Handler()
-	must(mux.HandlePath(http.MethodGet, "/", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
-		page.ServeHTTP(w, r)
-	}))
+	pageHandler := web.Handler()
+	for _, p := range web.Paths {
+		must(mux.HandlePath(http.MethodGet, p, func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			pageHandler.ServeHTTP(w, r)
+		}))
+	}
 	// No ReadTimeout or WriteTimeout here: they would also cut every
 	// WebSocket; restGuard sets them per REST request instead.
 	hsrv := withTimeouts(&http.Server{Handler: guard, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, cfg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := gs.Serve(grpcLn); err != nil {
+		// ErrServerStopped: the drain began before Serve did (a node
+		// stopped right after it was ready).
+		if err := gs.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("node: grpc serve: %w", err)
 		}
 		return nil
@@ -325,7 +329,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		})
 	}
-	log.Info("node started", "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics, "backend", be.name)
+	page := pageURL(httpLn.Addr(), cfg.HTTPTLSCert != "")
+	log.Info("node started: open "+page+" in a browser", "page", page, "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics,
+		"backend", be.name, "auth", authMode(cfg), "tls", tlsMode(cfg))
+	if cfg.LoopbackOnly {
+		log.Info("open development mode: listening on loopback (127.0.0.1) only; give -http-addr and -grpc-addr (e.g. :8080 and :50051) to listen on other interfaces")
+	}
 	if ready != nil {
 		ready(addrs)
 	}
