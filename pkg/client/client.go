@@ -59,6 +59,16 @@ type Config struct {
 	Buffer int
 	// Logger receives reconnect notices; nil discards them.
 	Logger *slog.Logger
+	// OnState, when set, is told of every change of the connection's
+	// state (see State), in order, from the client's own goroutine: it
+	// must return quickly and must not call the Client's blocking
+	// methods (Send, WaitLive, Close). A terminal or a page shows it
+	// as one status line instead of a line per retry.
+	OnState func(State)
+	// RetryPermanent keeps the client reconnecting after a refusal that
+	// no retry can change (see PermanentError). By default (false) the
+	// client stops: Messages is closed, Done is closed and Err says why.
+	RetryPermanent bool
 
 	// HeartbeatTimeout is how long the client waits for a frame from the
 	// node (a message, an event, or the KIND_HEARTBEAT a node sends to a
@@ -94,8 +104,14 @@ type Client struct {
 
 	mu      sync.Mutex
 	conn    *link // the live connection, nil between connections
+	addr    string // conn's address
 	epoch   string
 	lastSeq uint64
+	// ownAhead holds this client's own acknowledged seqs beyond lastSeq
+	// (in epoch), waiting for the seqs before them. A node never sends a
+	// client its own messages, so without them the resume point stayed
+	// behind them, and every resume replayed them as if they were new.
+	ownAhead map[uint64]bool
 	pending map[string]*pendingSend // by client id, until acknowledged
 	order   []string                // pending ids in send order
 	live    chan struct{}           // closed when the current connection is live
@@ -106,8 +122,75 @@ type Client struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
-	err    error
+	err    error // ErrClosed, or the *PermanentError that stopped the client
 }
+
+// maxOwnAhead bounds Client.ownAhead; past it the set is dropped (a resume
+// may then replay some of the client's own messages, as before).
+const maxOwnAhead = 4096
+
+// StateKind is what a State reports.
+type StateKind int
+
+// The states a client goes through; see Config.OnState.
+const (
+	// Connecting: dialling State.Addr and joining.
+	Connecting StateKind = iota
+	// Live: joined on State.Addr, history replayed, messages flowing.
+	Live
+	// Reconnecting: the connection to State.Addr failed or could not be
+	// made (State.Err says why); the next attempt is in State.Retry, on
+	// the next address of the list.
+	Reconnecting
+	// Stopped: the client has stopped for good, by Close (State.Err nil)
+	// or after a PermanentError (State.Err).
+	Stopped
+)
+
+func (k StateKind) String() string {
+	switch k {
+	case Connecting:
+		return "connecting"
+	case Live:
+		return "live"
+	case Reconnecting:
+		return "reconnecting"
+	case Stopped:
+		return "stopped"
+	}
+	return "unknown"
+}
+
+// State is one change of a client's connection state.
+type State struct {
+	Kind StateKind
+	Addr string
+	// Err is why the last connection ended (Reconnecting) or why the
+	// client stopped (Stopped).
+	Err error
+	// Retry is how long until the next attempt (Reconnecting).
+	Retry time.Duration
+	// Failures counts the consecutive attempts that failed (Reconnecting);
+	// it goes back to zero once a connection is live.
+	Failures int
+}
+
+// PermanentError is a refusal that retrying with the same configuration
+// cannot change: the node rejected the token (gRPC Unauthenticated,
+// WebSocket 401: missing, malformed or expired), the token's user or rooms
+// do not allow the join (PermissionDenied, 403), or the join itself was
+// invalid before it went live (InvalidArgument: a bad user or room name;
+// WebSocket close 1008 before live).
+type PermanentError struct {
+	Addr string
+	Err  error
+}
+
+func (e *PermanentError) Error() string {
+	return fmt.Sprintf("client: refused by %s: %v", e.Addr, e.Err)
+}
+
+func (e *PermanentError) Unwrap() error { return e.Err }
 
 type pendingSend struct {
 	msg *api.Message
@@ -142,6 +225,7 @@ type conn interface {
 type link struct {
 	conn
 	kill context.CancelCauseFunc
+	addr string
 }
 
 // Why a connection was given up as dead; logged as the reconnect's err.
@@ -192,6 +276,7 @@ func Dial(cfg Config) (*Client, error) {
 		log:      cfg.Logger,
 		msgs:     make(chan *api.Message, cfg.Buffer),
 		pending:  make(map[string]*pendingSend),
+		ownAhead: make(map[uint64]bool),
 		live:     make(chan struct{}),
 		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + "-",
 		cancel:   cancel,
@@ -221,11 +306,36 @@ func (c *Client) WaitLive(ctx context.Context) error {
 	}
 }
 
-// Position returns the epoch and id of the newest stored message received.
+// Position returns the epoch and the resume point: the id of the newest
+// stored message such that every one up to it was received or was this
+// client's own, acknowledged, message.
 func (c *Client) Position() (string, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.epoch, c.lastSeq
+}
+
+// Addr returns the address of the node the client is live on, or "" while
+// it is not live.
+func (c *Client) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return ""
+	}
+	return c.addr
+}
+
+// Done is closed when the client has stopped: after Close, or by itself on
+// a PermanentError.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the client stopped: nil while it runs, ErrClosed after
+// Close, or a *PermanentError.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Send sends text and waits for its acknowledgement, across reconnects:
@@ -257,8 +367,9 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 	p := &pendingSend{msg: m, done: make(chan *api.Message, 1), retry: make(chan int64, 1)}
 	c.mu.Lock()
 	if c.err != nil {
+		err := c.err
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, err
 	}
 	c.pending[m.ClientId] = p
 	c.order = append(c.order, m.ClientId)
@@ -329,7 +440,7 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 			c.mu.Unlock()
 			return nil, ctx.Err()
 		case <-c.done:
-			return nil, ErrClosed
+			return nil, c.Err()
 		}
 	}
 }
@@ -376,25 +487,43 @@ func (c *Client) Close() {
 func (c *Client) run(ctx context.Context) {
 	defer close(c.done)
 	defer close(c.msgs)
+	var stopErr error
 	defer func() {
 		c.mu.Lock()
-		c.err = ErrClosed
+		if stopErr != nil {
+			c.err = stopErr
+		} else {
+			c.err = ErrClosed
+		}
 		c.mu.Unlock()
+		c.state(State{Kind: Stopped, Err: stopErr})
 	}()
 	backoff := c.cfg.MinBackoff
+	failures := 0
 	for attempt := 0; ; attempt++ {
 		addr := c.cfg.Addrs[attempt%len(c.cfg.Addrs)]
 		start := time.Now()
-		err := c.session(ctx, addr, attempt > 0)
+		c.state(State{Kind: Connecting, Addr: addr})
+		wasLive, err := c.session(ctx, addr, attempt > 0)
 		if ctx.Err() != nil {
+			return
+		}
+		if perm := permanent(addr, err, wasLive); perm != nil && !c.cfg.RetryPermanent {
+			c.log.Info("refused; stopping", "addr", addr, "err", err)
+			stopErr = perm
 			return
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = c.cfg.MinBackoff // it was a healthy connection
 		}
+		if wasLive {
+			failures = 0
+		}
+		failures++
 		// Full jitter keeps a node's clients from returning in a herd.
 		d := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
 		c.log.Info("reconnecting", "addr", addr, "err", err, "in", d)
+		c.state(State{Kind: Reconnecting, Addr: addr, Err: err, Retry: d, Failures: failures})
 		c.Reconnects.Add(1)
 		select {
 		case <-ctx.Done():
@@ -405,13 +534,20 @@ func (c *Client) run(ctx context.Context) {
 	}
 }
 
+// state reports s to Config.OnState.
+func (c *Client) state(s State) {
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(s)
+	}
+}
+
 // session runs one connection until it fails. A watchdog cancels the
 // session's context, with errSilent as the cause, when no frame has come
 // for HeartbeatTimeout while the session waits for one (dialling,
 // joining, or reading): a frozen node answers neither data nor pings,
 // and the kernel keeps its sockets open, so nothing else would end the
 // connection.
-func (c *Client) session(ctx context.Context, addr string, resume bool) (err error) {
+func (c *Client) session(ctx context.Context, addr string, resume bool) (wasLive bool, err error) {
 	sctx, kill := context.WithCancelCause(ctx)
 	defer kill(nil)
 	defer func() {
@@ -429,10 +565,10 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	}
 	cn, err := c.connect(sctx, addr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer cn.close()
-	l := &link{conn: cn, kill: kill}
+	l := &link{conn: cn, kill: kill, addr: addr}
 	var wg sync.WaitGroup
 	defer func() {
 		kill(nil) // ends the keepalive when the connection failed by itself
@@ -452,7 +588,7 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	}
 	c.mu.Unlock()
 	if err := cn.send(&api.Message{User: c.cfg.User, Room: c.cfg.Room, Join: join}); err != nil {
-		return err
+		return false, err
 	}
 	for {
 		arm()
@@ -467,13 +603,16 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 				c.live = make(chan struct{})
 			}
 			c.mu.Unlock()
-			return err
+			return wasLive, err
 		}
-		c.handle(l, m)
+		if c.handle(l, m) {
+			wasLive = true
+			c.state(State{Kind: Live, Addr: addr})
+		}
 		select {
 		case c.msgs <- m:
 		case <-ctx.Done():
-			return ctx.Err()
+			return wasLive, ctx.Err()
 		}
 	}
 }
@@ -502,23 +641,32 @@ func (c *Client) keepalive(ctx context.Context, l *link) {
 	}
 }
 
-func (c *Client) handle(cn *link, m *api.Message) {
+// handle updates the client's state from m, received on cn; it reports
+// whether m made the connection live.
+func (c *Client) handle(cn *link, m *api.Message) (wentLive bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch m.GetKind() {
 	case api.Kind_KIND_MESSAGE:
 		if m.GetSeq() > 0 {
-			c.epoch, c.lastSeq = m.GetEpoch(), m.GetSeq()
+			c.moveLocked(m.GetEpoch(), m.GetSeq())
+		}
+	case api.Kind_KIND_TRUNCATED:
+		if e := m.GetEpoch(); e != "" && e != c.epoch {
+			clear(c.ownAhead)
 		}
 	case api.Kind_KIND_LIVE:
-		if m.GetEpoch() != "" {
+		if m.GetEpoch() != "" && m.GetEpoch() != c.epoch {
 			c.epoch = m.GetEpoch()
+			clear(c.ownAhead)
 		}
 		if m.GetSeq() > c.lastSeq {
 			c.lastSeq = m.GetSeq()
 		}
-		c.conn = cn
+		c.advanceLocked()
+		c.conn, c.addr = cn, cn.addr
 		close(c.live)
+		wentLive = true
 		// Retry what the previous connection left unacknowledged, in order.
 		now := time.Now()
 		for _, id := range c.order {
@@ -540,5 +688,49 @@ func (c *Client) handle(cn *link, m *api.Message) {
 			c.dropPendingLocked(m.GetClientId())
 			p.done <- m
 		}
+		if m.GetKind() == api.Kind_KIND_ACK {
+			c.ownAckLocked(m.GetEpoch(), m.GetSeq())
+		}
+	}
+	return wentLive
+}
+
+// moveLocked moves the resume point to a stored message received: seq in
+// epoch (empty: the current epoch).
+func (c *Client) moveLocked(epoch string, seq uint64) {
+	if epoch != "" && epoch != c.epoch {
+		c.epoch = epoch
+		clear(c.ownAhead)
+	}
+	c.lastSeq = seq
+	c.advanceLocked()
+}
+
+// ownAckLocked counts an acknowledgement of the client's own message, seq
+// in epoch, towards the resume point.
+func (c *Client) ownAckLocked(epoch string, seq uint64) {
+	if c.epoch == "" && c.lastSeq == 0 && epoch != "" {
+		c.epoch = epoch // an empty room's first message: ours
+	}
+	if seq == 0 || epoch == "" || epoch != c.epoch || seq <= c.lastSeq {
+		return // another epoch (not yet seen) or already behind us
+	}
+	if len(c.ownAhead) >= maxOwnAhead {
+		clear(c.ownAhead)
+	}
+	c.ownAhead[seq] = true
+	c.advanceLocked()
+}
+
+// advanceLocked moves lastSeq over the client's own messages that follow it.
+func (c *Client) advanceLocked() {
+	for seq := range c.ownAhead {
+		if seq <= c.lastSeq {
+			delete(c.ownAhead, seq)
+		}
+	}
+	for c.ownAhead[c.lastSeq+1] {
+		delete(c.ownAhead, c.lastSeq+1)
+		c.lastSeq++
 	}
 }
