@@ -103,7 +103,7 @@ type Client struct {
 	msgs chan *api.Message
 
 	mu      sync.Mutex
-	conn    *link // the live connection, nil between connections
+	conn    *link  // the live connection, nil between connections
 	addr    string // conn's address
 	epoch   string
 	lastSeq uint64
@@ -112,9 +112,9 @@ type Client struct {
 	// client its own messages, so without them the resume point stayed
 	// behind them, and every resume replayed them as if they were new.
 	ownAhead map[uint64]bool
-	pending map[string]*pendingSend // by client id, until acknowledged
-	order   []string                // pending ids in send order
-	live    chan struct{}           // closed when the current connection is live
+	pending  map[string]*pendingSend // by client id, until acknowledged
+	order    []string                // pending ids in send order
+	live     chan struct{}           // closed when the current connection is live
 
 	nextID     atomic.Uint64
 	idPrefix   string
