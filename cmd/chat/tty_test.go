@@ -339,3 +339,20 @@ func TestTTYPermanentErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestTTYWhoUsesTheConnectedNode: with a dead first address, /who asks the
+// node the client is live on (it used to dial the first address).
+func TestTTYWhoUsesTheConnectedNode(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	a := startTestNode(t)
+	p := startPane(t, nil, "-addr", dead+","+a.GRPC, "-user", "henry", "-room", "who")
+	p.waitText("* live in #who on " + a.GRPC)
+	p.enter("/who")
+	p.waitText("* 1 here: henry")
+}
