@@ -316,6 +316,10 @@ func TestTTYPermanentErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherKey, err := auth.Mint([]byte("another-secret-of-32-bytes-or-more!!"), "frank", nil, time.Hour, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(1100 * time.Millisecond) // exp is in whole seconds
 	for _, c := range []struct {
 		name string
@@ -326,6 +330,7 @@ func TestTTYPermanentErrors(t *testing.T) {
 		{"another user's token", []string{"-token", roomsOnly, "-user", "grace"}, `the token is for user "frank", not "grace"`},
 		{"forbidden room", []string{"-token", roomsOnly, "-room", "secret"}, `not allowed: this token may not join room "secret"`},
 		{"garbage token", []string{"-token", "a.b.c"}, "the token's claims are not"},
+		{"token signed with another key", []string{"-token", otherKey}, "the node refused the token"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
