@@ -174,15 +174,6 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	return c, nil
 }
 
-// openMode reports whether no JWT key is configured: open development
-// mode, where any client may claim any user name.
-func (c Config) openMode() bool {
-	return c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKS == ""
-}
-
-// loopbackDefault is a default listen address (":8080") on 127.0.0.1.
-func loopbackDefault(addr string) string { return "127.0.0.1" + addr }
-
 // flagHelp is flag.ErrHelp: -h printed the usage, and Run exits cleanly.
 var flagHelp = flag.ErrHelp
 

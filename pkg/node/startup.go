@@ -9,6 +9,15 @@ import (
 	"golang.org/x/term"
 )
 
+// openMode reports whether no JWT key is configured: open development
+// mode, where any client may claim any user name.
+func (c Config) openMode() bool {
+	return c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKS == ""
+}
+
+// loopbackDefault is a default listen address (":8080") on 127.0.0.1.
+func loopbackDefault(addr string) string { return "127.0.0.1" + addr }
+
 // newLogger is the node's logger on w, in cfg.LogFormat: "text" (slog's
 // key=value lines, for people), "json" (one object per line, for log
 // collectors), or "auto": text when w is a terminal, JSON otherwise (a
