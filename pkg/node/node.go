@@ -330,7 +330,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		})
 	}
 	page := pageURL(httpLn.Addr(), cfg.HTTPTLSCert != "")
-	log.Info("node started: open "+page+" in a browser", "page", page, "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics,
+	// The message stays "node started": process-level tests and log
+	// collectors wait for it. page is the URL to open in a browser.
+	log.Info("node started", "page", page, "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics,
 		"backend", be.name, "auth", authMode(cfg), "tls", tlsMode(cfg))
 	if cfg.LoopbackOnly {
 		log.Info("open development mode: listening on loopback (127.0.0.1) only; give -http-addr and -grpc-addr (e.g. :8080 and :50051) to listen on other interfaces")
