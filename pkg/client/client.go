@@ -2,7 +2,10 @@
 // joins a room, reconnects by itself with backoff and jitter (to the next
 // address in its list), resumes from the last id it saw so that nothing is
 // missed or repeated, and retries unacknowledged sends with their client id
-// so that none is stored twice. The terminal client, the load tool and the
+// so that none is stored twice. It reports its connection state as it
+// changes (Config.OnState) and stops by itself on a refusal that no retry
+// can change (PermanentError: a bad or expired token, another user's
+// token, a forbidden room). The terminal client, the load tool and the
 // integration tests use it.
 //
 // A Client's methods are safe for concurrent use.
