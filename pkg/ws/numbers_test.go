@@ -108,3 +108,17 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// BenchmarkBrowserJSON: the rewrite's cost per frame (paid once per frame
+// per node, shared by every WebSocket recipient, like the encoding).
+func BenchmarkBrowserJSON(b *testing.B) {
+	m := &api.Message{User: "p1", Text: strings.Repeat("x", 100), Ts: 1732563000000, Room: "bench0", Seq: 42, Epoch: "ab12cd34", ClientId: "c-1"}
+	in, err := protojson.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		ws.BrowserJSON(in)
+	}
+}
