@@ -190,12 +190,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 
 	lines := make(chan string)
 	readErr := make(chan error, 1)
+	next := make(chan struct{}, 1) // the loop wants the next line
+	next <- struct{}{}
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		// Ends when stdin does, or at its next line once run has
-		// returned (the screen's close ends a terminal's read).
+		// Reads a line only when the loop asks for one: a read begun
+		// after /quit would draw a prompt under the last one. Ends when
+		// stdin does, when run returns, or (for a read in progress, which
+		// cannot be interrupted) at the next line after that.
 		for {
+			select {
+			case <-next:
+			case <-stop:
+				return
+			}
 			line, err := scr.readLine()
 			if err != nil {
 				readErr <- err
@@ -225,6 +234,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 			if quit := s.command(ctx, line); quit {
 				return nil
 			}
+			next <- struct{}{}
 		}
 	}
 }
