@@ -106,18 +106,17 @@ type Client struct {
 	msgs chan *api.Message
 
 	mu      sync.Mutex
-	conn    *link  // the live connection, nil between connections
-	addr    string // conn's address
+	conn    *link // the live connection, nil between connections
 	epoch   string
 	lastSeq uint64
-	// ownAhead holds this client's own acknowledged seqs beyond lastSeq
-	// (in epoch), waiting for the seqs before them. A node never sends a
-	// client its own messages, so without them the resume point stayed
-	// behind them, and every resume replayed them as if they were new.
+	pending map[string]*pendingSend // by client id, until acknowledged
+	order   []string                // pending ids in send order
+	live    chan struct{}           // closed when the current connection is live
+	addr    string                  // conn's address
+	// ownAhead holds this client's own acknowledged seqs in the primary
+	// room beyond lastSeq (in epoch), waiting for the seqs before them
+	// (see observe); nil until the first.
 	ownAhead map[uint64]bool
-	pending  map[string]*pendingSend // by client id, until acknowledged
-	order    []string                // pending ids in send order
-	live     chan struct{}           // closed when the current connection is live
 
 	nextID     atomic.Uint64
 	idPrefix   string
@@ -125,75 +124,8 @@ type Client struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
-	err    error // ErrClosed, or the *PermanentError that stopped the client
+	err    error
 }
-
-// maxOwnAhead bounds Client.ownAhead; past it the set is dropped (a resume
-// may then replay some of the client's own messages, as before).
-const maxOwnAhead = 4096
-
-// StateKind is what a State reports.
-type StateKind int
-
-// The states a client goes through; see Config.OnState.
-const (
-	// Connecting: dialling State.Addr and joining.
-	Connecting StateKind = iota
-	// Live: joined on State.Addr, history replayed, messages flowing.
-	Live
-	// Reconnecting: the connection to State.Addr failed or could not be
-	// made (State.Err says why); the next attempt is in State.Retry, on
-	// the next address of the list.
-	Reconnecting
-	// Stopped: the client has stopped for good, by Close (State.Err nil)
-	// or after a PermanentError (State.Err).
-	Stopped
-)
-
-func (k StateKind) String() string {
-	switch k {
-	case Connecting:
-		return "connecting"
-	case Live:
-		return "live"
-	case Reconnecting:
-		return "reconnecting"
-	case Stopped:
-		return "stopped"
-	}
-	return "unknown"
-}
-
-// State is one change of a client's connection state.
-type State struct {
-	Kind StateKind
-	Addr string
-	// Err is why the last connection ended (Reconnecting) or why the
-	// client stopped (Stopped).
-	Err error
-	// Retry is how long until the next attempt (Reconnecting).
-	Retry time.Duration
-	// Failures counts the consecutive attempts that failed (Reconnecting);
-	// it goes back to zero once a connection is live.
-	Failures int
-}
-
-// PermanentError is a refusal that retrying with the same configuration
-// cannot change: the node rejected the token (gRPC Unauthenticated,
-// WebSocket 401: missing, malformed or expired), the token's user or rooms
-// do not allow the join (PermissionDenied, 403), or the join itself was
-// invalid before it went live (InvalidArgument: a bad user or room name;
-// WebSocket close 1008 before live).
-type PermanentError struct {
-	Addr string
-	Err  error
-}
-
-func (e *PermanentError) Error() string {
-	return fmt.Sprintf("client: refused by %s: %v", e.Addr, e.Err)
-}
-
-func (e *PermanentError) Unwrap() error { return e.Err }
 
 type pendingSend struct {
 	msg *api.Message
@@ -279,7 +211,6 @@ func Dial(cfg Config) (*Client, error) {
 		log:      cfg.Logger,
 		msgs:     make(chan *api.Message, cfg.Buffer),
 		pending:  make(map[string]*pendingSend),
-		ownAhead: make(map[uint64]bool),
 		live:     make(chan struct{}),
 		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + "-",
 		cancel:   cancel,
@@ -316,29 +247,6 @@ func (c *Client) Position() (string, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.epoch, c.lastSeq
-}
-
-// Addr returns the address of the node the client is live on, or "" while
-// it is not live.
-func (c *Client) Addr() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conn == nil {
-		return ""
-	}
-	return c.addr
-}
-
-// Done is closed when the client has stopped: after Close, or by itself on
-// a PermanentError.
-func (c *Client) Done() <-chan struct{} { return c.done }
-
-// Err returns why the client stopped: nil while it runs, ErrClosed after
-// Close, or a *PermanentError.
-func (c *Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
 }
 
 // Send sends text and waits for its acknowledgement, across reconnects:
@@ -537,13 +445,6 @@ func (c *Client) run(ctx context.Context) {
 	}
 }
 
-// state reports s to Config.OnState.
-func (c *Client) state(s State) {
-	if c.cfg.OnState != nil {
-		c.cfg.OnState(s)
-	}
-}
-
 // session runs one connection until it fails. A watchdog cancels the
 // session's context, with errSilent as the cause, when no frame has come
 // for HeartbeatTimeout while the session waits for one (dialling,
@@ -608,7 +509,7 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (wasLive
 			c.mu.Unlock()
 			return wasLive, err
 		}
-		if c.handle(l, m) {
+		if c.observe(l, m) {
 			wasLive = true
 			c.state(State{Kind: Live, Addr: addr})
 		}
@@ -644,32 +545,23 @@ func (c *Client) keepalive(ctx context.Context, l *link) {
 	}
 }
 
-// handle updates the client's state from m, received on cn; it reports
-// whether m made the connection live.
-func (c *Client) handle(cn *link, m *api.Message) (wentLive bool) {
+func (c *Client) handle(cn *link, m *api.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch m.GetKind() {
 	case api.Kind_KIND_MESSAGE:
 		if m.GetSeq() > 0 {
-			c.moveLocked(m.GetEpoch(), m.GetSeq())
-		}
-	case api.Kind_KIND_TRUNCATED:
-		if e := m.GetEpoch(); e != "" && e != c.epoch {
-			clear(c.ownAhead)
+			c.epoch, c.lastSeq = m.GetEpoch(), m.GetSeq()
 		}
 	case api.Kind_KIND_LIVE:
-		if m.GetEpoch() != "" && m.GetEpoch() != c.epoch {
+		if m.GetEpoch() != "" {
 			c.epoch = m.GetEpoch()
-			clear(c.ownAhead)
 		}
 		if m.GetSeq() > c.lastSeq {
 			c.lastSeq = m.GetSeq()
 		}
-		c.advanceLocked()
-		c.conn, c.addr = cn, cn.addr
+		c.conn = cn
 		close(c.live)
-		wentLive = true
 		// Retry what the previous connection left unacknowledged, in order.
 		now := time.Now()
 		for _, id := range c.order {
@@ -691,49 +583,5 @@ func (c *Client) handle(cn *link, m *api.Message) (wentLive bool) {
 			c.dropPendingLocked(m.GetClientId())
 			p.done <- m
 		}
-		if m.GetKind() == api.Kind_KIND_ACK {
-			c.ownAckLocked(m.GetEpoch(), m.GetSeq())
-		}
-	}
-	return wentLive
-}
-
-// moveLocked moves the resume point to a stored message received: seq in
-// epoch (empty: the current epoch).
-func (c *Client) moveLocked(epoch string, seq uint64) {
-	if epoch != "" && epoch != c.epoch {
-		c.epoch = epoch
-		clear(c.ownAhead)
-	}
-	c.lastSeq = seq
-	c.advanceLocked()
-}
-
-// ownAckLocked counts an acknowledgement of the client's own message, seq
-// in epoch, towards the resume point.
-func (c *Client) ownAckLocked(epoch string, seq uint64) {
-	if c.epoch == "" && c.lastSeq == 0 && epoch != "" {
-		c.epoch = epoch // an empty room's first message: ours
-	}
-	if seq == 0 || epoch == "" || epoch != c.epoch || seq <= c.lastSeq {
-		return // another epoch (not yet seen) or already behind us
-	}
-	if len(c.ownAhead) >= maxOwnAhead {
-		clear(c.ownAhead)
-	}
-	c.ownAhead[seq] = true
-	c.advanceLocked()
-}
-
-// advanceLocked moves lastSeq over the client's own messages that follow it.
-func (c *Client) advanceLocked() {
-	for seq := range c.ownAhead {
-		if seq <= c.lastSeq {
-			delete(c.ownAhead, seq)
-		}
-	}
-	for c.ownAhead[c.lastSeq+1] {
-		delete(c.ownAhead, c.lastSeq+1)
-		c.lastSeq++
 	}
 }
