@@ -32,6 +32,9 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/node /out/chat /usr/local/bin/
 USER nonroot:nonroot
 EXPOSE 8080 50051
+# Explicit listen addresses: without them a node in open development mode
+# (no JWT key) listens on loopback only, which a container cannot publish.
+ENV CHAT_HTTP_ADDR=:8080 CHAT_GRPC_ADDR=:50051
 # No shell in the image: the binary checks its own readiness, on the port
 # of CHAT_HTTP_ADDR, over https when CHAT_HTTP_TLS_CERT is set.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \

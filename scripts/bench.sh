@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Runs the performance scenarios of docs/PERFORMANCE.md on this machine and
-# writes one chatbench JSON per run into docs/bench/, then the plots.
+# writes one chatbench JSON per run, then the plots.
 # Needs redis-server. Takes about ten minutes; run it on a quiet machine.
-# Usage: scripts/bench.sh [scenario...]   (default: all)
+#
+# Usage: scripts/bench.sh [-commit] [scenario...]   (scenarios: 1node 3nodes idle; default: all)
+#
+# By default the results go to bench-out/ (ignored by git; BENCH_OUT moves
+# it), so a trial run never overwrites the committed figures. -commit writes
+# them where docs/PERFORMANCE.md reads them: docs/bench/*.json and the plots
+# in docs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=docs/bench
-mkdir -p "$out"
+commit=""
+if [ "${1:-}" = "-commit" ]; then commit=1; shift; fi
+if [ -n "$commit" ]; then
+  out=docs/bench plots=docs
+else
+  out=${BENCH_OUT:-bench-out} plots=${BENCH_OUT:-bench-out}
+fi
+mkdir -p "$out" "$plots"
+echo "results in $out/ (plots in $plots/)${commit:+, replacing the committed ones}" >&2
 bin=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$bin"' EXIT
 go build -o "$bin/node" ./cmd/node
@@ -101,5 +114,5 @@ if has idle; then
 fi
 stop_nodes
 
-go run ./cmd/benchplot -title "one node, 1000 subscribers, 10 publishers" -o docs/latency-throughput-1node.png "$out"/1node-ws-r*.json "$out"/1node-grpc-r*.json || true
-go run ./cmd/benchplot -title "three nodes on one Redis, 1000 subscribers" -o docs/latency-throughput-3nodes.png "$out"/3nodes-ws-r*.json || true
+go run ./cmd/benchplot -title "one node, 1000 subscribers, 10 publishers" -o "$plots"/latency-throughput-1node.png "$out"/1node-ws-r*.json "$out"/1node-grpc-r*.json || true
+go run ./cmd/benchplot -title "three nodes on one Redis, 1000 subscribers" -o "$plots"/latency-throughput-3nodes.png "$out"/3nodes-ws-r*.json || true

@@ -10,6 +10,8 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
 command -v haproxy >/dev/null || need+=(haproxy)
+# The terminal client's tests drive it in a tmux pane (cmd/chat).
+command -v tmux >/dev/null || need+=(tmux)
 # The fault tests black-hole loopback ports (testutil.DropTCP).
 command -v iptables >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then

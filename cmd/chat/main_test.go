@@ -60,7 +60,7 @@ func TestTerminalClientAgainstANode(t *testing.T) {
 	go func() {
 		cliDone <- run(ctx, []string{"-addr", a.GRPC, "-user", "alice", "-room", "tty"}, stdin, out, func(string) string { return "" })
 	}()
-	waitFor(t, out, "* live")
+	waitFor(t, out, "* live in #tty")
 
 	other, err := client.Dial(client.Config{Addrs: []string{a.GRPC}, User: "bob", Room: "tty", NoHistory: true})
 	if err != nil {
@@ -93,7 +93,8 @@ func TestTerminalClientAgainstANode(t *testing.T) {
 	}
 
 	io.WriteString(input, "hello bob\n")
-	waitFor(t, out, "✓ sent (#3)")
+	// Our own message shows as a message once stored.
+	waitFor(t, out, "alice: hello bob")
 	for m := range other.Messages() {
 		if m.GetText() == "hello bob" && m.GetUser() == "alice" {
 			break

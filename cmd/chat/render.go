@@ -115,13 +115,9 @@ func (p *printer) message(m *api.Message) {
 		p.printf("* %s left", m.GetUser())
 	case api.Kind_KIND_TYPING:
 		p.printf("* %s is typing…", m.GetUser())
-	case api.Kind_KIND_ACK:
-		p.printf("%s %s: %s", ts, m.GetUser(), "✓ sent (#"+fmt.Sprint(m.GetSeq())+")")
 	case api.Kind_KIND_ERROR:
 		p.printf("! %s", m.GetError().GetMessage())
 	case api.Kind_KIND_TRUNCATED:
-		p.printf("! %s", m.GetText())
-	case api.Kind_KIND_LIVE:
-		p.printf("* live")
+		p.printf("! some messages could not be replayed: %s", m.GetText())
 	}
 }

@@ -55,7 +55,7 @@ func TestRenderMessage(t *testing.T) {
 		{"join", &api.Message{Kind: api.Kind_KIND_JOIN, User: "e\x1b[2Jve"}, `* e\x1b[2Jve joined` + "\n"},
 		{"typing", &api.Message{Kind: api.Kind_KIND_TYPING, User: "\u202eeve"}, `* \u202eeve is typing…` + "\n"},
 		{"error", &api.Message{Kind: api.Kind_KIND_ERROR, Error: &api.Error{Message: "bad\n* you were kicked\x1b[0m"}}, `! bad\n* you were kicked\x1b[0m` + "\n"},
-		{"truncated", &api.Message{Kind: api.Kind_KIND_TRUNCATED, Text: "gap\x1b[A"}, `! gap\x1b[A` + "\n"},
+		{"truncated", &api.Message{Kind: api.Kind_KIND_TRUNCATED, Text: "gap\x1b[A"}, `! some messages could not be replayed: gap\x1b[A` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

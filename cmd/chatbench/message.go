@@ -63,10 +63,11 @@ var (
 	keySeq  = []byte(`"seq"`)
 )
 
-// frameFields extracts the raw (still JSON-escaped) text and the seq of a
+// frameFields extracts the raw (still JSON-escaped) text and the seq (a
+// number on the stream, a string in older nodes' frames) of a
 // protojson chat frame such as
 //
-//	{"user":"p1","text":"3:17:1732563000000000000:xx","ts":"1732563000000","room":"bench0","seq":"42","epoch":"ab12"}
+//	{"user":"p1","text":"3:17:1732563000000000000:xx","ts":1732563000000,"room":"bench0","seq":42,"epoch":"ab12"}
 //
 // by scanning bytes, without decoding the JSON. ok is false when the frame
 // has no text (an error frame, say). seq is 0 when absent. It tolerates

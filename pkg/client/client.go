@@ -2,7 +2,10 @@
 // joins a room, reconnects by itself with backoff and jitter (to the next
 // address in its list), resumes from the last id it saw so that nothing is
 // missed or repeated, and retries unacknowledged sends with their client id
-// so that none is stored twice. The terminal client, the load tool and the
+// so that none is stored twice. It reports its connection state as it
+// changes (Config.OnState) and stops by itself on a refusal that no retry
+// can change (PermanentError: a bad or expired token, another user's
+// token, a forbidden room). The terminal client, the load tool and the
 // integration tests use it.
 //
 // A Client's methods are safe for concurrent use.
@@ -66,6 +69,16 @@ type Config struct {
 	Buffer int
 	// Logger receives reconnect notices; nil discards them.
 	Logger *slog.Logger
+	// OnState, when set, is told of every change of the connection's
+	// state (see State), in order, from the client's own goroutine: it
+	// must return quickly and must not call the Client's blocking
+	// methods (Send, WaitLive, Close). A terminal or a page shows it
+	// as one status line instead of a line per retry.
+	OnState func(State)
+	// RetryPermanent keeps the client reconnecting after a refusal that
+	// no retry can change (see PermanentError). By default (false) the
+	// client stops: Messages is closed, Done is closed and Err says why.
+	RetryPermanent bool
 
 	// HeartbeatTimeout is how long the client waits for a frame from the
 	// node (a message, an event, or the KIND_HEARTBEAT a node sends to a
@@ -108,6 +121,11 @@ type Client struct {
 	pending map[string]*pendingSend // by client id, until acknowledged
 	order   []string                // pending ids in send order
 	live    chan struct{}           // closed when the current connection is live
+	addr    string                  // conn's address
+	// ownAhead holds this client's own acknowledged seqs in the primary
+	// room beyond lastSeq (in epoch), waiting for the seqs before them
+	// (see observe); nil until the first.
+	ownAhead map[uint64]bool
 
 	nextID     atomic.Uint64
 	idPrefix   string
@@ -157,6 +175,7 @@ type conn interface {
 type link struct {
 	conn
 	kill context.CancelCauseFunc
+	addr string
 }
 
 // Why a connection was given up as dead; logged as the reconnect's err.
@@ -240,7 +259,9 @@ func (c *Client) WaitLive(ctx context.Context) error {
 	}
 }
 
-// Position returns the epoch and id of the newest stored message received.
+// Position returns the epoch and the resume point: the id of the newest
+// stored message such that every one up to it was received or was this
+// client's own, acknowledged, message.
 func (c *Client) Position() (string, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -276,8 +297,9 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 	p := &pendingSend{msg: m, done: make(chan *api.Message, 1), retry: make(chan int64, 1)}
 	c.mu.Lock()
 	if c.err != nil {
+		err := c.err
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, err
 	}
 	c.pending[m.ClientId] = p
 	c.order = append(c.order, m.ClientId)
@@ -348,7 +370,7 @@ func (c *Client) SendMessage(ctx context.Context, m *api.Message) (*api.Message,
 			c.mu.Unlock()
 			return nil, ctx.Err()
 		case <-c.done:
-			return nil, ErrClosed
+			return nil, c.Err()
 		}
 	}
 }
@@ -395,25 +417,43 @@ func (c *Client) Close() {
 func (c *Client) run(ctx context.Context) {
 	defer close(c.done)
 	defer close(c.msgs)
+	var stopErr error
 	defer func() {
 		c.mu.Lock()
-		c.err = ErrClosed
+		if stopErr != nil {
+			c.err = stopErr
+		} else {
+			c.err = ErrClosed
+		}
 		c.mu.Unlock()
+		c.state(State{Kind: Stopped, Err: stopErr})
 	}()
 	backoff := c.cfg.MinBackoff
+	failures := 0
 	for attempt := 0; ; attempt++ {
 		addr := c.cfg.Addrs[attempt%len(c.cfg.Addrs)]
 		start := time.Now()
-		err := c.session(ctx, addr, attempt > 0)
+		c.state(State{Kind: Connecting, Addr: addr})
+		wasLive, err := c.session(ctx, addr, attempt > 0)
 		if ctx.Err() != nil {
+			return
+		}
+		if perm := permanent(addr, err, wasLive); perm != nil && !c.cfg.RetryPermanent {
+			c.log.Info("refused; stopping", "addr", addr, "err", err)
+			stopErr = perm
 			return
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = c.cfg.MinBackoff // it was a healthy connection
 		}
+		if wasLive {
+			failures = 0
+		}
+		failures++
 		// Full jitter keeps a node's clients from returning in a herd.
 		d := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
 		c.log.Info("reconnecting", "addr", addr, "err", err, "in", d)
+		c.state(State{Kind: Reconnecting, Addr: addr, Err: err, Retry: d, Failures: failures})
 		c.Reconnects.Add(1)
 		select {
 		case <-ctx.Done():
@@ -430,7 +470,7 @@ func (c *Client) run(ctx context.Context) {
 // joining, or reading): a frozen node answers neither data nor pings,
 // and the kernel keeps its sockets open, so nothing else would end the
 // connection.
-func (c *Client) session(ctx context.Context, addr string, resume bool) (err error) {
+func (c *Client) session(ctx context.Context, addr string, resume bool) (wasLive bool, err error) {
 	sctx, kill := context.WithCancelCause(ctx)
 	defer kill(nil)
 	defer func() {
@@ -448,10 +488,10 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	}
 	cn, err := c.connect(sctx, addr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer cn.close()
-	l := &link{conn: cn, kill: kill}
+	l := &link{conn: cn, kill: kill, addr: addr}
 	var wg sync.WaitGroup
 	defer func() {
 		kill(nil) // ends the keepalive when the connection failed by itself
@@ -484,7 +524,7 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 	}
 	c.mu.Unlock()
 	if err := cn.send(&api.Message{User: c.cfg.User, Room: c.cfg.Room, Join: join}); err != nil {
-		return err
+		return false, err
 	}
 	for {
 		arm()
@@ -499,13 +539,16 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (err err
 				c.live = make(chan struct{})
 			}
 			c.mu.Unlock()
-			return err
+			return wasLive, err
 		}
-		c.handle(l, m)
+		if c.observe(l, m) {
+			wasLive = true
+			c.state(State{Kind: Live, Addr: addr})
+		}
 		select {
 		case c.msgs <- m:
 		case <-ctx.Done():
-			return ctx.Err()
+			return wasLive, ctx.Err()
 		}
 	}
 }

@@ -2,16 +2,20 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"example.com/chat/api"
@@ -95,8 +99,11 @@ func (c *Client) dialWS(ctx context.Context, addr string) (conn, error) {
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer dcancel()
-	wc, _, err := websocket.Dial(dctx, scheme+"://"+addr+"/v1/chat/stream", opts)
+	wc, resp, err := websocket.Dial(dctx, scheme+"://"+addr+"/v1/chat/stream", opts)
 	if err != nil {
+		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			return nil, &httpRefusal{status: resp.Status, err: fmt.Errorf("client: dial %s: %w", addr, err)}
+		}
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
 	wc.SetReadLimit(1 << 20)
@@ -124,7 +131,9 @@ func (w *wsConn) recv() (*api.Message, error) {
 		return nil, fmt.Errorf("client: bad frame: %w", err)
 	}
 	if m.Error != nil && m.Kind == api.Kind_KIND_MESSAGE {
-		return nil, fmt.Errorf("client: server error %d: %s", m.Error.Code, m.Error.Message)
+		// A bare error frame ends the connection; its code is a
+		// google.rpc code, as on gRPC (see permanent).
+		return nil, fmt.Errorf("client: server error: %w", status.Error(codes.Code(m.Error.Code), m.Error.Message))
 	}
 	return m, nil
 }
@@ -134,3 +143,46 @@ func (w *wsConn) close() { w.cancel(); w.c.CloseNow() }
 // ping sends a WebSocket ping and waits for its pong (read by recv's
 // loop, which always runs while the session does).
 func (w *wsConn) ping(ctx context.Context) error { return w.c.Ping(ctx) }
+
+// httpRefusal is a WebSocket upgrade answered 401 or 403: a token the node
+// does not accept.
+type httpRefusal struct {
+	status string
+	err    error
+}
+
+func (e *httpRefusal) Error() string { return e.err.Error() + " (" + e.status + ")" }
+func (e *httpRefusal) Unwrap() error { return e.err }
+
+// permanent returns err as a *PermanentError when no retry with the same
+// configuration can succeed (see PermanentError), else nil. wasLive says
+// whether the connection had gone live: an InvalidArgument or a 1008 close
+// after that is about one message (too large, say), not the join.
+func permanent(addr string, err error, wasLive bool) error {
+	if err == nil {
+		return nil
+	}
+	var hr *httpRefusal
+	if errors.As(err, &hr) {
+		return &PermanentError{Addr: addr, Err: err}
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return &PermanentError{Addr: addr, Err: err}
+		case codes.InvalidArgument:
+			if !wasLive {
+				return &PermanentError{Addr: addr, Err: err}
+			}
+		}
+	}
+	var ce websocket.CloseError
+	if errors.As(err, &ce) && ce.Code == websocket.StatusPolicyViolation {
+		// A refused join, or a token that expired; not a slow consumer
+		// (a replay the client could not keep up with).
+		if strings.HasPrefix(ce.Reason, "unauthenticated") || !wasLive && !strings.HasPrefix(ce.Reason, "slow consumer") {
+			return &PermanentError{Addr: addr, Err: err}
+		}
+	}
+	return nil
+}

@@ -13,7 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,13 +25,19 @@ import (
 	"example.com/chat/pkg/certs"
 )
 
+// subcommandsUsage is the subcommand list of `node -h`.
+const subcommandsUsage = `Subcommands (each takes -h):
+  token        mint a development JWT (HS256, with -secret or CHAT_JWT_SECRET)
+  certs        generate a self-signed CA and server certificate (default into ./certs)
+  healthcheck  exit 0 if a node's /readyz answers 200 (for container HEALTHCHECKs;
+               by default this node's, as CHAT_HTTP_ADDR and CHAT_HTTP_TLS_CERT set it)
+  version      print the version and build information
+  help         print this help
+`
+
 // Main runs the node binary: with no subcommand (or flags first) a node,
-// else one of the subcommands:
-//
-//	token        mint a development JWT (HS256, with -jwt-secret / CHAT_JWT_SECRET)
-//	certs        generate a self-signed CA and server certificate
-//	healthcheck  exit 0 if a node's /readyz answers 200 (for container HEALTHCHECKs;
-//	             by default this node's, as CHAT_HTTP_ADDR and CHAT_HTTP_TLS_CERT set it)
+// else one of the subcommands of subcommandsUsage. -h, on the node or on a
+// subcommand, prints the usage and returns nil (exit 0).
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		var err error
@@ -39,17 +48,81 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 			err = certsCmd(args[1:], stdout, stderr)
 		case "healthcheck":
 			err = healthcheckCmd(ctx, args[1:], getenv, stderr)
+		case "version", "-version", "--version":
+			err = versionCmd(args[1:], stdout, stderr)
+		case "help":
+			_, err = ParseConfig([]string{"-h"}, func(string) string { return "" }, stdout)
 		default:
-			return Run(ctx, args, getenv, stdout, nil)
+			if !strings.HasPrefix(args[0], "-") {
+				return fmt.Errorf("node: unknown subcommand %q (node -h lists them)", args[0])
+			}
+			return runNode(ctx, args, getenv, stdout)
 		}
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h printed the usage: a success, as for the node
 		}
 		return err
 	}
-	// Once per process: go-redis's logger is global (see redisLog).
-	redis.SetLogger(redisLogger{})
+	return runNode(ctx, args, getenv, stdout)
+}
+
+// runNode runs a node for the binary. go-redis's logger is process-wide
+// (see redisLog): the binary routes it into the node's log, in-process test
+// nodes (which call Run) do not.
+func runNode(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 	return Run(ctx, args, getenv, stdout, nil)
+}
+
+var redisLoggerOnce sync.Once
+
+// versionCmd prints the module version and what the Go toolchain recorded
+// in the binary (runtime/debug.ReadBuildInfo): Go version, target, and the
+// VCS revision when the build had one.
+func versionCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, versionText())
+	return nil
+}
+
+func versionText() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "chat node: no build information in this binary\n"
+	}
+	var b strings.Builder
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	fmt.Fprintf(&b, "chat node %s\n", v)
+	fmt.Fprintf(&b, "  module   %s\n", bi.Main.Path)
+	fmt.Fprintf(&b, "  go       %s\n", bi.GoVersion)
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	fmt.Fprintf(&b, "  target   %s/%s\n", or(settings["GOOS"], runtime.GOOS), or(settings["GOARCH"], runtime.GOARCH))
+	if rev := settings["vcs.revision"]; rev != "" {
+		if settings["vcs.modified"] == "true" {
+			rev += " (modified)"
+		}
+		fmt.Fprintf(&b, "  revision %s %s\n", rev, settings["vcs.time"])
+	} else {
+		fmt.Fprintf(&b, "  revision unknown (built without VCS information)\n")
+	}
+	return b.String()
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func tokenCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -123,7 +196,7 @@ func healthcheckCmd(ctx context.Context, args []string, getenv func(string) stri
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "", "URL that must answer 200 (default: this node's /readyz on 127.0.0.1, over https when CHAT_HTTP_TLS_CERT is set, on the port of CHAT_HTTP_ADDR)")
-	caFile := fs.String("cacert", "", "PEM CA to trust for an https URL (for example the one `node certs` wrote)")
+	caFile := fs.String("cacert", "", "PEM CA certificate that signed the server's certificate, to verify an https -url (for example certs/ca.pem from `node certs`; not the server's own certificate or key)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

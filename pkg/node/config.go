@@ -13,15 +13,23 @@ import (
 // Config is a node's configuration, from flags, each of which falls back to
 // an environment variable (CHAT_ plus the flag name in upper snake case).
 type Config struct {
-	GRPCAddr        string
-	HTTPAddr        string
-	RedisURL        string
-	HistorySize     int
-	HistoryTTL      time.Duration
-	MaxTextBytes    int
-	MaxQueueBytes   int
-	NodeID          string
-	LogLevel        slog.Level
+	GRPCAddr      string
+	HTTPAddr      string
+	RedisURL      string
+	HistorySize   int
+	HistoryTTL    time.Duration
+	MaxTextBytes  int
+	MaxQueueBytes int
+	NodeID        string
+	LogLevel      slog.Level
+	// LogFormat is "text", "json" or "auto" (text when the log goes to a
+	// terminal, JSON otherwise).
+	LogFormat string
+	// LoopbackOnly is true when the node is in open development mode (no
+	// JWT key) and neither -grpc-addr nor -http-addr was given: both
+	// listeners were then narrowed to 127.0.0.1, so that a node anyone
+	// may use under any name is not on the network by accident.
+	LoopbackOnly    bool
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration
 	DrainSpread     time.Duration
@@ -90,7 +98,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: node [flags]\n\nRuns one chat node. Every flag can also be set with the environment variable shown.\n\n")
+		fmt.Fprintf(out, "Usage: node [flags]\n       node <subcommand> [flags]\n\nRuns one chat node. Every flag can also be set with the environment variable shown.\n\n")
+		fmt.Fprint(out, subcommandsUsage)
+		fmt.Fprintf(out, "\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(out, "  -%s (env %s, default %q)\n    \t%s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
 		})
@@ -100,8 +110,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 
 	// Environment first, so that explicit flags override it.
 	var envErr error
+	set := map[string]bool{} // flags given, by flag or environment
 	fs.VisitAll(func(f *flag.Flag) {
 		if v := getenv(EnvName(f.Name)); v != "" && envErr == nil {
+			set[f.Name] = true
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("node: %s=%q: %w", EnvName(f.Name), v, err)
 			}
@@ -114,7 +126,16 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		return c, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("node: unexpected argument %q", fs.Arg(0))
+		return c, fmt.Errorf("node: unexpected argument %q (subcommands come first: node %s ...; node -h lists them)", fs.Arg(0), fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.openMode() && !set["grpc-addr"] && !set["http-addr"] {
+		c.GRPCAddr, c.HTTPAddr, c.LoopbackOnly = loopbackDefault(c.GRPCAddr), loopbackDefault(c.HTTPAddr), true
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return c, fmt.Errorf("node: -log-format %q: want auto, text or json", c.LogFormat)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("node: -log-level: %w", err)
@@ -171,8 +192,8 @@ var flagHelp = flag.ErrHelp
 // defineFlags defines the node's flags on fs, writing to c; origins and
 // level receive the two that need parsing after fs.Parse.
 func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":50051", "gRPC listen address; in open development mode (no JWT key) with neither address given, 127.0.0.1:50051")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (gateway, WebSocket, page, health, metrics); in open development mode (no JWT key) with neither address given, 127.0.0.1:8080 (give -http-addr :8080 to listen on every interface)")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://[user:pass@]host:port/db; a Redis Cluster as redis-cluster://[user:pass@]host1:port1,host2:port2,...[?prefix=P] (sharded pub/sub); a master watched by Redis Sentinel as redis-sentinel://[user:pass@]sentinel1:port1,sentinel2:port2,.../master-name[?db=N&prefix=P&sentinel_password=S] (follows failovers); empty runs on the embedded in-memory default")
 	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", 0, "acknowledge a message only once this many Redis replicas have it (WAIT after the publish, same round trip); otherwise the sender gets Unavailable \"may or may not be stored\" and retries with its client id. 0: off (acknowledged once the master stored it)")
 	fs.DurationVar(&c.RedisReplicaTimeout, "redis-replica-timeout", 500*time.Millisecond, "how long a publish waits for -redis-min-replicas replicas before the sender is answered Unavailable")
@@ -182,6 +203,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 1<<20, "bytes queued for one client before it is disconnected as a slow consumer")
 	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in logs (empty: random)")
 	fs.StringVar(level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: text, json, or auto (text when the log goes to a terminal, JSON otherwise)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful drain may take before connections are cut")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "after SIGTERM, how long to stay up not-ready before closing clients (lets a load balancer notice)")
 	fs.DurationVar(&c.WSPingInterval, "ws-ping-interval", 30*time.Second, "WebSocket ping interval: keeps idle connections open through proxies and finds dead peers")

@@ -33,7 +33,7 @@ func TestMinReplicasFlag(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), time.Since(start)
 	}
-	if code, body, _ := post(`{"user":"u","text":"one","clientId":"c1"}`); code != http.StatusOK || !strings.Contains(body, `"seq":"1"`) {
+	if code, body, _ := post(`{"user":"u","text":"one","clientId":"c1"}`); code != http.StatusOK || !strings.Contains(body, `"seq":1`) {
 		t.Fatalf("send with the replica running: %d %s", code, body)
 	}
 	replica.Pause()
@@ -46,7 +46,7 @@ func TestMinReplicasFlag(t *testing.T) {
 	}
 	t.Logf("answered in %v: %s", took.Round(time.Millisecond), strings.TrimSpace(body))
 	replica.Resume()
-	if code, body, _ := post(`{"user":"u","text":"two","clientId":"c2"}`); code != http.StatusOK || !strings.Contains(body, `"seq":"2"`) {
+	if code, body, _ := post(`{"user":"u","text":"two","clientId":"c2"}`); code != http.StatusOK || !strings.Contains(body, `"seq":2`) {
 		t.Fatalf("retry with the replica back: %d %s; want seq 2", code, body)
 	}
 }

@@ -53,7 +53,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := newLogger(stdout, cfg)
 	if cfg.NodeID != "" {
 		log = log.With("node", cfg.NodeID)
 	}
@@ -213,7 +213,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	guard := &restGuard{verifier: v, readTimeout: cfg.HTTPReadTimeout, writeTimeout: cfg.HTTPWriteTimeout, maxBody: cfg.MaxBodyBytes}
-	mux := runtime.NewServeMux(runtime.WithErrorHandler(guard.errorHandler))
+	mux := runtime.NewServeMux(runtime.WithErrorHandler(guard.errorHandler),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, browserMarshaler()))
 	guard.gw, guard.next = mux, mux
 	if err := api.RegisterChatHandlerClient(ctx, mux, api.NewChatClient(cc)); err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
@@ -238,17 +239,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			metrics.ServeHTTP(w, r)
 		}))
 	}
-	page := web.Handler()
-	must(mux.HandlePath(http.MethodGet, "/", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
-		page.ServeHTTP(w, r)
-	}))
+	pageHandler := web.Handler()
+	for _, p := range web.Paths {
+		must(mux.HandlePath(http.MethodGet, p, func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			pageHandler.ServeHTTP(w, r)
+		}))
+	}
 	// No ReadTimeout or WriteTimeout here: they would also cut every
 	// WebSocket; restGuard sets them per REST request instead.
 	hsrv := withTimeouts(&http.Server{Handler: guard, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, cfg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := gs.Serve(grpcLn); err != nil {
+		// ErrServerStopped: the drain began before Serve did (a node
+		// stopped right after it was ready).
+		if err := gs.Serve(grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("node: grpc serve: %w", err)
 		}
 		return nil
@@ -327,7 +332,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		})
 	}
-	log.Info("node started", "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics, "backend", be.name)
+	page := pageURL(httpLn.Addr(), cfg.HTTPTLSCert != "")
+	// The message stays "node started": process-level tests and log
+	// collectors wait for it. page is the URL to open in a browser.
+	log.Info("node started", "page", page, "grpc", addrs.GRPC, "http", addrs.HTTP, "metrics", addrs.Metrics,
+		"backend", be.name, "auth", authMode(cfg), "tls", tlsMode(cfg))
+	if cfg.LoopbackOnly {
+		log.Info("open development mode: listening on loopback (127.0.0.1) only; give -http-addr and -grpc-addr (e.g. :8080 and :50051) to listen on other interfaces")
+	}
 	if ready != nil {
 		ready(addrs)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -120,15 +121,22 @@ func TestRESTThroughGateway(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"seq":"1"`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"seq":1`) {
 		t.Fatalf("POST: %d %s", resp.StatusCode, body)
 	}
 	code, body2 := get(t, "http://"+a.HTTP+"/v1/rooms/lobby/messages?limit=10")
+	// ts and seq are JSON numbers, as on the WebSocket stream.
 	var h struct {
-		Messages []struct{ User, Text, Seq string }
+		Messages []struct {
+			User, Text string
+			Seq, Ts    json.Number
+		}
 	}
 	if err := json.Unmarshal([]byte(body2), &h); code != 200 || err != nil || len(h.Messages) != 1 || h.Messages[0].Text != "posted" || h.Messages[0].User != "rest" {
-		t.Fatalf("GET: %d %s", code, body2)
+		t.Fatalf("GET: %d %s (%v)", code, body2, err)
+	}
+	if h.Messages[0].Seq != "1" || !strings.Contains(body2, `"seq":1`) || !regexp.MustCompile(`"ts":\d{13}`).MatchString(body2) {
+		t.Fatalf("GET: seq and ts are not JSON numbers: %s", body2)
 	}
 	code, body2 = get(t, "http://"+a.HTTP+"/v1/rooms/bad%20room/messages")
 	if code != http.StatusBadRequest || !strings.Contains(body2, "room name") {

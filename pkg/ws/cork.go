@@ -51,10 +51,10 @@ func (c *rawConn) writeFrames(frames []*hub.Frame, timeout time.Duration) error 
 	return err
 }
 
-// textFrame encodes f's JSON as one unmasked, final WebSocket text frame
+// textFrame encodes f's JSON, with browser numbers (BrowserJSON), as one unmasked, final WebSocket text frame
 // (RFC 6455 §5.2), as a server sends it.
 func textFrame(f *hub.Frame) []byte {
-	p := f.JSON()
+	p := BrowserJSON(f.JSON())
 	var hdr [10]byte
 	hdr[0] = 0x81 // FIN, opcode text
 	n := 2

@@ -149,8 +149,13 @@ func TestSeedSnippetFrameBothWays(t *testing.T) {
 	// Exactly what the seed snippet sends first: user, text, ts (a number).
 	web := dial(t, url, `{"user":"web","text":"hi","ts":1700000000000}`)
 	m := listener.nextKind("KIND_MESSAGE")
-	if m["text"] != "hi" || m["user"] != "web" || m["seq"] != "1" {
+	// ts and seq are JSON numbers (BrowserJSON): a browser's new Date(m.ts)
+	// works.
+	if m["text"] != "hi" || m["user"] != "web" || m["seq"] != float64(1) {
 		t.Fatalf("got %v", m)
+	}
+	if ts, ok := m["ts"].(float64); !ok || ts < 1e12 {
+		t.Fatalf("ts = %#v, want a number of milliseconds", m["ts"])
 	}
 	listener.send(`{"text":"back at you"}`)
 	if m := web.next(); m["text"] != "back at you" || m["user"] != "listener" {
@@ -296,10 +301,8 @@ func TestSlowWebSocketConsumer(t *testing.T) {
 	}
 }
 
-func jsonSeq(i int) string {
-	b, _ := json.Marshal(i)
-	return string(b)
-}
+// jsonSeq is seq i as it decodes from a frame: a JSON number.
+func jsonSeq(i int) any { return float64(i) }
 
 func TestPingsCloseDeadPeers(t *testing.T) {
 	t.Parallel()

@@ -417,6 +417,16 @@ func TestSeedSnippet(t *testing.T) {
 		logged = append(logged, m.Text)
 		if len(m.Args) == 1 && previewProp(m.Args[0], "text") == "yo" && previewProp(m.Args[0], "user") == "grpc" {
 			found = true
+			// JSON.parse gave ts (and seq) as numbers: new Date(m.ts) is
+			// a date, not Invalid Date.
+			for _, f := range []string{"ts", "seq"} {
+				if typ := previewType(m.Args[0], f); typ != "number" {
+					t.Errorf("the snippet's JSON.parse gave %s as a %s (%q), want a number", f, typ, previewProp(m.Args[0], f))
+				}
+			}
+			if ts, err := strconv.ParseInt(previewProp(m.Args[0], "ts"), 10, 64); err != nil || time.Since(time.UnixMilli(ts)).Abs() > time.Hour {
+				t.Errorf("ts %q is not a time in milliseconds near now", previewProp(m.Args[0], "ts"))
+			}
 			break
 		}
 	}
@@ -433,6 +443,20 @@ func previewProp(o *runtime.RemoteObject, name string) string {
 	for _, p := range o.Preview.Properties {
 		if p.Name == name {
 			return p.Value
+		}
+	}
+	return ""
+}
+
+// previewType returns the preview type ("number", "string", ...) of
+// property name of a logged object.
+func previewType(o *runtime.RemoteObject, name string) string {
+	if o == nil || o.Preview == nil {
+		return ""
+	}
+	for _, p := range o.Preview.Properties {
+		if p.Name == name {
+			return string(p.Type)
 		}
 	}
 	return ""
@@ -502,11 +526,21 @@ func TestPageReconnect(t *testing.T) {
 	// say): record every one the page shows.
 	record(t, ctx, "status")
 	n.stop() // graceful: the page gets close code 1012
-	poll(t, ctx, "reconnecting status with the close reason",
-		`window.__seen["status"].some(s => s.state === "reconnecting" && s.text.includes("1012"))`)
+	// A routine restart is calm: "reconnecting…" saying the server is
+	// restarting, no alarm in the conversation, the online list greyed.
+	poll(t, ctx, "reconnecting status saying the server restarts",
+		`window.__seen["status"].some(s => s.state === "reconnecting" && s.text.includes("reconnecting…") && s.text.includes("restarting"))`)
+	poll(t, ctx, "online list greyed out", `document.querySelector('[data-testid="online-users"]').dataset.stale === ""`)
+	if alarms := mustEval[[]string](t, ctx, `[...document.querySelectorAll('[data-testid="event"].error')].map(e => e.textContent)`); len(alarms) != 0 {
+		t.Errorf("a routine restart showed alarms: %q", alarms)
+	}
+	if bad := mustEval[[]string](t, ctx, `window.__seen["status"].filter(s => /shutting down|1012/.test(s.text)).map(s => s.text)`); len(bad) != 0 {
+		t.Errorf("the status showed the shutdown alarm or a bare close code: %q", bad)
+	}
 
 	n2 := startNode(t, n.HTTP) // same address: the page reconnects to it
 	poll(t, ctx, "live again", `document.querySelector('[data-testid="status"]').dataset.state === "live"`)
+	poll(t, ctx, "online list current again", `document.querySelector('[data-testid="online-users"]').dataset.stale === undefined`)
 	poll(t, ctx, "truncation notice", `!!document.querySelector('[data-testid="message-list"] [data-kind="truncated"]')`)
 
 	frank2 := joinGRPC(t, n2.GRPC, "frank", "ops", true)

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"example.com/chat/api"
+	"example.com/chat/pkg/client"
+)
+
+// helpText is what /help prints.
+const helpText = `* commands:
+*   /help       this list
+*   /who        who is in the room (asks the node you are connected to)
+*   /typing     tell the room you are typing
+*   /quit       leave (also Ctrl-D or Ctrl-C)
+*   //text      send "/text" as a message
+* anything else not starting with / is sent to the room`
+
+// session is the client's conversation logic between the screen and the
+// chat client: what to print for each frame and state, and what to do
+// with each typed line.
+type session struct {
+	o   *options
+	scr screen
+	out *printer
+	c   *client.Client
+
+	sends sync.WaitGroup // sends in flight
+
+	mu       sync.Mutex
+	wasLive  bool            // some connection went live
+	down     bool            // a connection failed since the last live
+	ownIDs   map[string]bool // client ids of our sends that were acknowledged
+	notified map[string]bool // our sends in flight: whether a retry notice was printed
+}
+
+func newSession(o *options, scr screen) *session {
+	return &session{o: o, scr: scr, out: &printer{w: scr}, ownIDs: map[string]bool{}, notified: map[string]bool{}}
+}
+
+// onState is the client's OnState: it keeps the state line current and
+// prints one line per change that matters (the first failure of an
+// outage, a reconnect), never one per retry.
+func (s *session) onState(st client.State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st.Kind {
+	case client.Connecting:
+		if !s.down {
+			s.scr.setState("connecting", inert("connecting to "+st.Addr+"…"))
+		}
+	case client.Live:
+		if !s.wasLive {
+			s.out.printf("* live in #%s on %s", s.o.room, st.Addr)
+		} else {
+			s.out.printf("* reconnected to %s; nothing missed", st.Addr)
+		}
+		s.wasLive, s.down = true, false
+		s.scr.setState("live", "live")
+	case client.Reconnecting:
+		why := plain(st.Err)
+		if !s.down {
+			// One line per outage, then the state line only.
+			if s.wasLive {
+				s.out.printf("! lost the connection to %s: %s; reconnecting by itself", st.Addr, why)
+			} else {
+				s.out.printf("! cannot connect to %s: %s; retrying", st.Addr, why)
+			}
+		}
+		s.down = true
+		s.scr.setState("reconnecting", fmt.Sprintf("reconnecting: %d tries failed, next in %s", st.Failures, st.Retry.Round(100*time.Millisecond)))
+	case client.Stopped:
+		s.scr.setState("stopped", "stopped")
+	}
+}
+
+// incoming prints what the node sent.
+func (s *session) incoming(m *api.Message) {
+	switch m.GetKind() {
+	case api.Kind_KIND_ACK, api.Kind_KIND_LIVE, api.Kind_KIND_HEARTBEAT:
+		return // own messages are printed by send; live by onState
+	case api.Kind_KIND_MESSAGE:
+		s.mu.Lock()
+		own := m.GetClientId() != "" && s.ownIDs[m.GetClientId()]
+		s.mu.Unlock()
+		if own {
+			return // our own message, already shown, replayed on a resume
+		}
+	case api.Kind_KIND_ERROR:
+		if id := m.GetClientId(); id != "" {
+			s.mu.Lock()
+			_, ours := s.notified[id]
+			first := ours && !s.notified[id]
+			if first {
+				s.notified[id] = true
+			}
+			s.mu.Unlock()
+			if ours && m.GetError().GetCode() == int32(codes.Unavailable) {
+				// The client retries it by itself, with the same id:
+				// a resend by hand would be a real duplicate.
+				if first {
+					s.out.printf("! not stored yet (%s); retrying by itself, do not send it again", m.GetError().GetMessage())
+				}
+				return
+			}
+			if ours {
+				return // send reports it
+			}
+		}
+	}
+	s.out.message(m)
+}
+
+// command handles one typed line; it reports whether to quit.
+func (s *session) command(ctx context.Context, line string) (quit bool) {
+	line = strings.TrimSpace(line)
+	switch {
+	case line == "":
+	case line == "/quit" || line == "/exit":
+		return true
+	case line == "/help" || line == "/?":
+		s.out.line(helpText)
+	case line == "/typing":
+		if _, err := s.c.SendMessage(ctx, &api.Message{Kind: api.Kind_KIND_TYPING}); err != nil {
+			s.out.printf("! /typing: %s", plain(err))
+		}
+	case line == "/who":
+		s.who(ctx)
+	case strings.HasPrefix(line, "//"):
+		s.send(ctx, line[1:])
+	case strings.HasPrefix(line, "/"):
+		cmd, _, _ := strings.Cut(line, " ")
+		s.out.printf("! unknown command %s (not sent); /help lists the commands, //text sends \"/text\"", cmd)
+	default:
+		s.send(ctx, line)
+	}
+	return false
+}
+
+// send sends text in the background (the input stays free) and prints it
+// as a message once the node has stored it, or why it was not sent.
+func (s *session) send(ctx context.Context, text string) {
+	id := fmt.Sprintf("chat-%d-%d", time.Now().UnixNano(), len(text))
+	s.mu.Lock()
+	s.notified[id] = false
+	s.mu.Unlock()
+	s.sends.Add(1)
+	go func() {
+		defer s.sends.Done()
+		sctx, cancel := context.WithTimeout(ctx, s.o.sendTimeout)
+		defer cancel()
+		ack, err := s.c.SendMessage(sctx, &api.Message{Text: text, ClientId: id})
+		s.mu.Lock()
+		delete(s.notified, id)
+		if err == nil {
+			s.ownIDs[id] = true
+		}
+		s.mu.Unlock()
+		switch {
+		case err == nil:
+			ts := ack.GetTs()
+			if ts == 0 {
+				ts = time.Now().UnixMilli()
+			}
+			s.out.message(&api.Message{Kind: api.Kind_KIND_MESSAGE, User: s.o.user, Text: text, Ts: ts})
+		case errors.Is(err, context.DeadlineExceeded):
+			s.out.printf("! not sent (no node stored it within %s): %s", s.o.sendTimeout, preview(text))
+		case errors.Is(err, context.Canceled), errors.Is(err, client.ErrClosed):
+			// Quitting.
+		default:
+			s.out.printf("! not sent: %s: %s", plain(err), preview(text))
+		}
+	}()
+}
+
+// preview is the start of a text, for a "not sent" line.
+func preview(text string) string {
+	if r := []rune(text); len(r) > 40 {
+		return string(r[:40]) + "…"
+	}
+	return text
+}
+
+// who prints the room's presence, asked of the node the client is live
+// on (the first address may be dead).
+func (s *session) who(ctx context.Context) {
+	addr := s.c.Addr()
+	if addr == "" {
+		s.out.printf("! /who: not connected to a node right now; try again once live")
+		return
+	}
+	creds := insecure.NewCredentials()
+	if s.o.tls != nil {
+		creds = credentials.NewTLS(s.o.tls)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		s.out.printf("! /who: %s", plain(err))
+		return
+	}
+	defer cc.Close()
+	if s.o.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.o.token)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := api.NewChatClient(cc).Presence(ctx, &api.PresenceRequest{Room: s.o.room})
+	if err != nil {
+		s.out.printf("! /who: %s", plain(err))
+		return
+	}
+	s.out.printf("* %d here: %s", r.GetCount(), strings.Join(r.GetUsers(), ", "))
+}
+
+// plain says what went wrong in words for a person: the gRPC code's
+// meaning and the node's own message, without the transport's wrapping.
+func plain(err error) string {
+	if err == nil {
+		return ""
+	}
+	var pe *client.PermanentError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	msg := err.Error()
+	st, ok := status.FromError(err)
+	if !ok {
+		var se interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &se) {
+			st, ok = se.GRPCStatus(), true
+		}
+	}
+	if ok {
+		msg = st.Message()
+		switch st.Code() {
+		case codes.Unauthenticated:
+			return "the node refused the token: " + msg
+		case codes.PermissionDenied:
+			return "not allowed: " + msg
+		case codes.InvalidArgument:
+			return "refused: " + msg
+		case codes.DeadlineExceeded:
+			return "no answer in time"
+		case codes.ResourceExhausted:
+			return "over a limit: " + msg
+		case codes.Unavailable:
+			return unavailable(msg)
+		}
+	}
+	return strings.TrimPrefix(msg, "client: ")
+}
+
+// unavailable words a gRPC Unavailable: a dial failure says what the
+// dialler said (connection refused, no such host), anything else is the
+// node's message.
+func unavailable(msg string) string {
+	for _, c := range []struct{ in, out string }{
+		{"connection refused", "connection refused (is the node running, and is this its gRPC port?)"},
+		{"no such host", "unknown host"},
+		{"produced zero addresses", "unknown host"},
+		{"i/o timeout", "no answer (timed out)"},
+		{"network is unreachable", "network unreachable"},
+		{"no route to host", "no route to host"},
+		{"connection reset", "the connection was reset"},
+		{"error reading server preface", "the other side does not speak gRPC (is this the HTTP port?)"},
+		{"tls:", "TLS failed: " + msg},
+		{"authentication handshake failed", "TLS failed: " + msg},
+	} {
+		if strings.Contains(msg, c.in) {
+			return c.out
+		}
+	}
+	if strings.Contains(msg, "transport") || strings.Contains(msg, "connection error") {
+		return "connection lost"
+	}
+	return msg
+}
