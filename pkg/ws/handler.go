@@ -396,6 +396,7 @@ func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retr
 		k.h.log.Error("encode error frame", "err", err)
 		return
 	}
+	b = BrowserJSON(b) // retryAfterMs as a number, like every other frame
 	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
 	defer cancel()
 	_ = k.c.Write(wctx, websocket.MessageText, b)
