@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,9 +15,9 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/client"
-	"example.com/chat/pkg/node"
 )
 
 // The terminal tests run the real command (this test binary, as main: see
@@ -26,31 +25,6 @@ import (
 // emulator: what capture-pane returns is what a person would see.
 
 const ttySecret = "0123456789abcdef0123456789abcdef"
-
-// startTestNode runs an in-process node until the test ends.
-func startTestNode(t *testing.T, args ...string) node.Addrs {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "error"}, args...),
-			func(string) string { return "" }, io.Discard, func(a node.Addrs) { ready <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case a := <-ready:
-		return a
-	case err := <-done:
-		t.Fatalf("node: %v", err)
-	}
-	return node.Addrs{}
-}
 
 // pane is the chat command running in a tmux pane of its own tmux server.
 type pane struct {
@@ -216,7 +190,7 @@ var msgLine = func(user, text string) *regexp.Regexp {
 // own message shows as a message, /who answers, /quit exits 0.
 func TestTTYHelpUnknownCommandAndTyping(t *testing.T) {
 	t.Parallel()
-	a := startTestNode(t)
+	a := testutil.StartNode(t)
 	bob := observer(t, a.GRPC, "bob", "tty", "")
 	p := startPane(t, nil, "-addr", a.GRPC, "-user", "alice", "-room", "tty")
 	p.waitText("* live in #tty on " + a.GRPC)
@@ -259,7 +233,7 @@ func TestTTYHelpUnknownCommandAndTyping(t *testing.T) {
 // user is the token's subject.
 func TestTTYTokenUser(t *testing.T) {
 	t.Parallel()
-	a := startTestNode(t, "-jwt-secret", ttySecret)
+	a := testutil.StartNode(t, "-jwt-secret", ttySecret)
 	mint := func(user string) string {
 		tok, err := auth.Mint([]byte(ttySecret), user, nil, time.Hour, "", "")
 		if err != nil {
@@ -307,7 +281,7 @@ func TestTTYUnreachableNode(t *testing.T) {
 // a sentence saying why, instead of retrying forever.
 func TestTTYPermanentErrors(t *testing.T) {
 	t.Parallel()
-	a := startTestNode(t, "-jwt-secret", ttySecret)
+	a := testutil.StartNode(t, "-jwt-secret", ttySecret)
 	expired, err := auth.Mint([]byte(ttySecret), "frank", nil, time.Millisecond, "", "")
 	if err != nil {
 		t.Fatal(err)
@@ -355,7 +329,7 @@ func TestTTYWhoUsesTheConnectedNode(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	a := startTestNode(t)
+	a := testutil.StartNode(t)
 	p := startPane(t, nil, "-addr", dead+","+a.GRPC, "-user", "henry", "-room", "who")
 	p.waitText("* live in #who on " + a.GRPC)
 	p.enter("/who")

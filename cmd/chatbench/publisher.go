@@ -131,15 +131,8 @@ func runPublisher(ctx context.Context, p *plan, pub int, s sender, st *pubStats,
 			_ = st.lag.RecordValue(min(max(lag/1000, histMinUS), histMaxUS))
 		}
 		buf = appendText(buf[:0], pub, ctr, at, p.cfg.size)
-		if err := s.send(buf); err != nil {
-			if ctx.Err() == nil {
-				st.err = fmt.Errorf("publisher %d: send: %w", pub, err)
-			}
+		if !st.send(ctx, s, pub, buf, inWin) {
 			return
-		}
-		st.sent.Add(1)
-		if inWin {
-			st.sentWindow++
 		}
 	}
 }
@@ -176,17 +169,26 @@ func runFlood(ctx context.Context, p *plan, pub int, s sender, st *pubStats, har
 			p.firstWindow[pub].Store(ctr)
 		}
 		buf = appendText(buf[:0], pub, ctr, at, p.cfg.size)
-		if err := s.send(buf); err != nil {
-			if ctx.Err() == nil {
-				st.err = fmt.Errorf("publisher %d: send: %w", pub, err)
-			}
+		if !st.send(ctx, s, pub, buf, inWin) {
 			return
 		}
-		st.sent.Add(1)
-		if inWin {
-			st.sentWindow++
-		}
 	}
+}
+
+// send sends one text of publisher pub and counts it; false (with st.err
+// set unless ctx ended) ends the publisher.
+func (st *pubStats) send(ctx context.Context, s sender, pub int, text []byte, inWin bool) bool {
+	if err := s.send(text); err != nil {
+		if ctx.Err() == nil {
+			st.err = fmt.Errorf("publisher %d: send: %w", pub, err)
+		}
+		return false
+	}
+	st.sent.Add(1)
+	if inWin {
+		st.sentWindow++
+	}
+	return true
 }
 
 func pubUser(pub int) string { return "bench-p" + strconv.Itoa(pub) }

@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -12,37 +11,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"example.com/chat/internal/testutil"
 	"example.com/chat/pkg/auth"
 	"example.com/chat/pkg/client"
-	"example.com/chat/pkg/node"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
-
-// runNode runs an in-process node on loopback ports until the test ends.
-func runNode(t *testing.T, args ...string) node.Addrs {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "error"}, args...),
-			func(string) string { return "" }, io.Discard, func(a node.Addrs) { ready <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case a := <-ready:
-		return a
-	case err := <-done:
-		t.Fatalf("node: %v", err)
-	}
-	return node.Addrs{}
-}
 
 // states records what OnState reports.
 type states struct {
@@ -87,7 +61,7 @@ func (s *states) waitKind(t *testing.T, k client.StateKind, within time.Duration
 // instead of retrying forever.
 func TestPermanentRefusalsStopTheClient(t *testing.T) {
 	t.Parallel()
-	a := runNode(t, "-jwt-secret", testSecret)
+	a := testutil.StartNode(t, "-jwt-secret", testSecret)
 	mint := func(user string, rooms []string, ttl time.Duration) string {
 		tok, err := auth.Mint([]byte(testSecret), user, rooms, ttl, "", "")
 		if err != nil {
@@ -157,7 +131,7 @@ func TestStatesAndAddr(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	a := runNode(t)
+	a := testutil.StartNode(t)
 	st := newStates()
 	cl, err := client.Dial(client.Config{Addrs: []string{dead, a.GRPC}, User: "u", Room: "r", OnState: st.on, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
@@ -186,7 +160,7 @@ func TestStatesAndAddr(t *testing.T) {
 // resume replays them as new.
 func TestOwnAcksMoveTheResumePoint(t *testing.T) {
 	t.Parallel()
-	a := runNode(t)
+	a := testutil.StartNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	other, err := client.Dial(client.Config{Addrs: []string{a.GRPC}, User: "other", Room: "own", NoHistory: true})

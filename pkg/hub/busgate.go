@@ -48,13 +48,12 @@ func (h *Hub) HandleLost() {
 	h.log.Warn("bus subscriptions lost; holding this node's publishes until it is back and the rooms are checked")
 }
 
-// reconnected records that the bus reported its subscriptions back, and
-// returns whether the gate is closed.
-func (g *busGate) reconnected() bool {
+// reconnected records that the bus reported its subscriptions back: a
+// closed gate waits for the next position pass.
+func (g *busGate) reconnected() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.due = g.down
-	return g.down
 }
 
 // takeDue returns, if the gate waits for a position pass, the loss count

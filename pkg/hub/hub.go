@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/pubsub"
 )
@@ -202,7 +203,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	// to the client in an error event naming it; the stream goes on.
 	more := o.Rooms
 	if o.Personal && o.Events {
-		more = append(more, SubOptions{Room: personalRoom(o.User), NoHistory: true})
+		more = append(more, SubOptions{Room: access.PersonalRoom(o.User), NoHistory: true})
 	}
 	for _, so := range more {
 		_ = s.tell(s.Subscribe(ctx, so), so.Room, "")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"example.com/chat/api"
-	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/history"
 )
 
@@ -288,6 +287,3 @@ func (b *sub) finishSync(frames []*Frame, pos history.Position, truncated string
 		go s.afterClose(CloseSlowConsumer)
 	}
 }
-
-// personalRoom is the user's personal channel (see pkg/access).
-func personalRoom(user string) string { return access.PersonalRoom(user) }
