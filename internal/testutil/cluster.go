@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"example.com/chat/pkg/pubsub"
 )
 
 // clusterTimeout bounds every wait of the cluster fixture: start, create,
@@ -235,34 +237,11 @@ func (c *Cluster) Client(addr string) *redis.Client {
 }
 
 // SlotOf returns the cluster hash slot of key, honouring {hash tags}.
-func SlotOf(key string) int {
-	if s := strings.IndexByte(key, '{'); s >= 0 {
-		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
-	}
-	return int(crc16([]byte(key)) % 16384)
-}
+func SlotOf(key string) int { return pubsub.ClusterSlot(key) }
 
 // RoomSlot returns the slot of every key and of the channel of room (they
 // share the hash tag {room}, see history.Keys).
 func RoomSlot(room string) int { return SlotOf("{" + room + "}") }
-
-// crc16 is CRC-16/XMODEM, the Redis Cluster key hash.
-func crc16(b []byte) uint16 {
-	var crc uint16
-	for _, c := range b {
-		crc ^= uint16(c) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
 
 // clusterNode is one line of CLUSTER NODES.
 type clusterNode struct {

@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"context"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -27,14 +28,21 @@ const (
 
 // laneOf returns the lane of room: that of the slot of its hash tag.
 func laneOf(room string) int {
-	return int(crc16(room)%clusterSlots) * clusterLanes / clusterSlots
+	return ClusterSlot("{"+room+"}") * clusterLanes / clusterSlots
 }
 
-// crc16 is CRC-16/XMODEM, Redis Cluster's key hash.
-func crc16(s string) uint16 {
+// ClusterSlot returns the Redis Cluster slot of key: CRC-16/XMODEM of its
+// hash tag (the part between the first "{" and the next "}", if not
+// empty) or of the whole key, modulo 16384, as Redis computes it.
+func ClusterSlot(key string) int {
+	if s := strings.IndexByte(key, '{'); s >= 0 {
+		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
+			key = key[s+1 : s+1+e]
+		}
+	}
 	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
 		for range 8 {
 			if crc&0x8000 != 0 {
 				crc = crc<<1 ^ 0x1021
@@ -43,7 +51,7 @@ func crc16(s string) uint16 {
 			}
 		}
 	}
-	return crc
+	return int(crc % clusterSlots)
 }
 
 // batchLane is the batcher goroutine of lane q; Close stops it.

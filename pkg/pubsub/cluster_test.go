@@ -441,3 +441,16 @@ func TestRedisClusterHandleLostThenReconnect(t *testing.T) {
 	expectEach(t, b, p.Recorder, "after", append(on, off...)...)
 	checkLostThenReconnect(t, p, 2)
 }
+
+// TestClusterSlot checks the slot function against the values the Redis
+// documentation gives for CLUSTER KEYSLOT.
+func TestClusterSlot(t *testing.T) {
+	for key, want := range map[string]int{"somekey": 11058, "foo{hash_tag}": 2515, "bar{hash_tag}x": 2515} {
+		if got := pubsub.ClusterSlot(key); got != want {
+			t.Errorf("ClusterSlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	if pubsub.ClusterSlot("{}x") == pubsub.ClusterSlot("x") {
+		t.Error("an empty hash tag must not count as a tag")
+	}
+}
