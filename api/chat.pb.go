@@ -69,6 +69,26 @@ const (
 	// waits for them (a new direct conversation, or a private room they
 	// were added to); room names it, user says who.
 	Kind_KIND_INVITE Kind = 12
+	// A stored event: user changed the text of their message target_seq to
+	// text. Sent by a client (on a stream, or with Send) to edit its own
+	// message; delivered to streams that joined with Join.changes. It takes
+	// the room's next seq, so it travels and resumes like a message.
+	Kind_KIND_EDIT Kind = 13
+	// A stored event: user deleted their message target_seq. History and
+	// replays then show it as a tombstone (deleted, no text).
+	Kind_KIND_DELETE Kind = 14
+	// A stored event: user added (reacted true) or removed (reacted false)
+	// the reaction text (one emoji or short token) on message target_seq.
+	// A client sends it to toggle its reaction; the server decides which.
+	Kind_KIND_REACTION Kind = 15
+	// Read marker. Client to server on a stream: mark room read up to seq
+	// (epoch). Server to client on the personal channel: the user's marker
+	// of room moved to seq, from any of their sessions on any node.
+	Kind_KIND_READ Kind = 16
+	// History page on a stream. Client to server: history names the page
+	// (room, before_seq or after_seq, limit, newest_first); client_id, if
+	// set, is echoed. Server to client: page holds the answer.
+	Kind_KIND_PAGE Kind = 17
 )
 
 // Enum value maps for Kind.
@@ -87,6 +107,11 @@ var (
 		10: "KIND_UNSUBSCRIBE",
 		11: "KIND_UNSUBSCRIBED",
 		12: "KIND_INVITE",
+		13: "KIND_EDIT",
+		14: "KIND_DELETE",
+		15: "KIND_REACTION",
+		16: "KIND_READ",
+		17: "KIND_PAGE",
 	}
 	Kind_value = map[string]int32{
 		"KIND_MESSAGE":      0,
@@ -102,6 +127,11 @@ var (
 		"KIND_UNSUBSCRIBE":  10,
 		"KIND_UNSUBSCRIBED": 11,
 		"KIND_INVITE":       12,
+		"KIND_EDIT":         13,
+		"KIND_DELETE":       14,
+		"KIND_REACTION":     15,
+		"KIND_READ":         16,
+		"KIND_PAGE":         17,
 	}
 )
 
@@ -159,7 +189,28 @@ type Message struct {
 	// lost; sequence ids restart with it.
 	Epoch string `protobuf:"bytes,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Set on KIND_ERROR messages (and on WebSocket error frames).
-	Error         *Error `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Error *Error `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// The message a KIND_EDIT, KIND_DELETE or KIND_REACTION acts on, by seq
+	// (in the same room and epoch).
+	TargetSeq uint64 `protobuf:"varint,11,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	// Set on a message (in history and replays) whose text was edited.
+	Edited bool `protobuf:"varint,12,opt,name=edited,proto3" json:"edited,omitempty"`
+	// Set on a deleted message (in history and replays): a tombstone, its
+	// text is empty.
+	Deleted bool `protobuf:"varint,13,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// The message's reactions (in history and replays), by emoji.
+	Reactions []*Reaction `protobuf:"bytes,14,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	// On KIND_REACTION: true when the reaction was added, false removed.
+	Reacted bool `protobuf:"varint,15,opt,name=reacted,proto3" json:"reacted,omitempty"`
+	// On a message in history and replays: the seq of the last edit, delete
+	// or reaction it shows (zero if none). A client applies a later event to
+	// the message only if the event's seq is above rev, so that an event it
+	// receives after a replay that already shows it is not applied twice.
+	Rev uint64 `protobuf:"varint,16,opt,name=rev,proto3" json:"rev,omitempty"`
+	// On a KIND_PAGE request: which page.
+	History *HistoryRequest `protobuf:"bytes,17,opt,name=history,proto3" json:"history,omitempty"`
+	// On a KIND_PAGE answer: the page.
+	Page          *HistoryResponse `protobuf:"bytes,18,opt,name=page,proto3" json:"page,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +315,115 @@ func (x *Message) GetError() *Error {
 	return nil
 }
 
+func (x *Message) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *Message) GetEdited() bool {
+	if x != nil {
+		return x.Edited
+	}
+	return false
+}
+
+func (x *Message) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *Message) GetReactions() []*Reaction {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
+func (x *Message) GetReacted() bool {
+	if x != nil {
+		return x.Reacted
+	}
+	return false
+}
+
+func (x *Message) GetRev() uint64 {
+	if x != nil {
+		return x.Rev
+	}
+	return 0
+}
+
+func (x *Message) GetHistory() *HistoryRequest {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *Message) GetPage() *HistoryResponse {
+	if x != nil {
+		return x.Page
+	}
+	return nil
+}
+
+// Reaction is how many users reacted to a message with one emoji.
+type Reaction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Emoji         string                 `protobuf:"bytes,1,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Count         int32                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reaction) Reset() {
+	*x = Reaction{}
+	mi := &file_chat_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reaction) ProtoMessage() {}
+
+func (x *Reaction) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reaction.ProtoReflect.Descriptor instead.
+func (*Reaction) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Reaction) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *Reaction) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // Join holds the options of a stream's first message.
 type Join struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -284,14 +444,20 @@ type Join struct {
 	// client resumes all its rooms in one reconnect. Needs events.
 	Rooms []*Subscription `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
 	// Also receive the user's personal channel (KIND_INVITE). Needs events.
-	Personal      bool `protobuf:"varint,7,opt,name=personal,proto3" json:"personal,omitempty"`
+	Personal bool `protobuf:"varint,7,opt,name=personal,proto3" json:"personal,omitempty"`
+	// Receive edits, deletes and reactions (KIND_EDIT, KIND_DELETE,
+	// KIND_REACTION) and deleted messages as tombstones. Without it a
+	// stream sees only messages: replays show the current (edited) text,
+	// deleted messages are left out, and the events are never sent (a seed
+	// client never sees them). Needs events.
+	Changes       bool `protobuf:"varint,8,opt,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Join) Reset() {
 	*x = Join{}
-	mi := &file_chat_proto_msgTypes[1]
+	mi := &file_chat_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +469,7 @@ func (x *Join) String() string {
 func (*Join) ProtoMessage() {}
 
 func (x *Join) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[1]
+	mi := &file_chat_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +482,7 @@ func (x *Join) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Join.ProtoReflect.Descriptor instead.
 func (*Join) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{1}
+	return file_chat_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Join) GetEvents() bool {
@@ -368,6 +534,13 @@ func (x *Join) GetPersonal() bool {
 	return false
 }
 
+func (x *Join) GetChanges() bool {
+	if x != nil {
+		return x.Changes
+	}
+	return false
+}
+
 // Subscription is one room of a stream and its options, as in Join.
 type Subscription struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -382,7 +555,7 @@ type Subscription struct {
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_chat_proto_msgTypes[2]
+	mi := &file_chat_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +567,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[2]
+	mi := &file_chat_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +580,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{2}
+	return file_chat_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Subscription) GetRoom() string {
@@ -460,7 +633,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_chat_proto_msgTypes[3]
+	mi := &file_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +645,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[3]
+	mi := &file_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +658,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{3}
+	return file_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Error) GetCode() int32 {
@@ -521,14 +694,24 @@ type HistoryRequest struct {
 	// The reader, for a private room or a direct conversation (only members
 	// may read). With JWT it must be the token's subject, and may be left
 	// empty.
-	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// Scrollback: only messages before this sequence id, the newest of them
+	// first in the log (a page of limit ending just before before_seq). Pass
+	// a page's first_seq to get the page before it. Zero, with after_seq
+	// zero, means the newest messages.
+	BeforeSeq uint64 `protobuf:"varint,5,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
+	// Return the page newest first instead of oldest first.
+	NewestFirst bool `protobuf:"varint,6,opt,name=newest_first,json=newestFirst,proto3" json:"newest_first,omitempty"`
+	// The epoch before_seq or after_seq belongs to. If the room's epoch
+	// differs, the cursor is void: the answer is the newest page, truncated.
+	Epoch         string `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_proto_msgTypes[4]
+	mi := &file_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +723,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[4]
+	mi := &file_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +736,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{4}
+	return file_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -584,21 +767,58 @@ func (x *HistoryRequest) GetUser() string {
 	return ""
 }
 
-// HistoryResponse holds messages oldest first.
+func (x *HistoryRequest) GetBeforeSeq() uint64 {
+	if x != nil {
+		return x.BeforeSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetNewestFirst() bool {
+	if x != nil {
+		return x.NewestFirst
+	}
+	return false
+}
+
+func (x *HistoryRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+// HistoryResponse holds a page of messages, oldest first unless
+// newest_first was asked. Messages show their current state: edited text
+// (edited), deleted ones as tombstones (deleted, no text), reactions;
+// the edit, delete and reaction events themselves are not listed (rev
+// says which of them a message shows).
 type HistoryResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Messages []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	// The room's epoch.
 	Epoch string `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	// True when after_seq was older than the history kept.
-	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// True when messages the request reached for are no longer kept:
+	// after_seq was older than the log, or a backwards page reached the
+	// start of the log and older messages had been dropped from it.
+	Truncated bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// The lowest sequence id the page covers (messages and the events left
+	// out): the before_seq of the page before this one. Zero for an empty
+	// page.
+	FirstSeq uint64 `protobuf:"varint,4,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	// The highest sequence id the page covers.
+	LastSeq uint64 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// True when nothing older is kept: the page reaches the log's start.
+	AtStart bool `protobuf:"varint,6,opt,name=at_start,json=atStart,proto3" json:"at_start,omitempty"`
+	// The room log's newest sequence id at the time of the read.
+	HeadSeq       uint64 `protobuf:"varint,7,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_proto_msgTypes[5]
+	mi := &file_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +830,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[5]
+	mi := &file_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +843,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{5}
+	return file_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HistoryResponse) GetMessages() []*Message {
@@ -647,6 +867,34 @@ func (x *HistoryResponse) GetTruncated() bool {
 	return false
 }
 
+func (x *HistoryResponse) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *HistoryResponse) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *HistoryResponse) GetAtStart() bool {
+	if x != nil {
+		return x.AtStart
+	}
+	return false
+}
+
+func (x *HistoryResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
 // SendRequest publishes a message without a stream.
 type SendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -660,7 +908,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_chat_proto_msgTypes[6]
+	mi := &file_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +920,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[6]
+	mi := &file_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +933,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{6}
+	return file_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendRequest) GetRoom() string {
@@ -716,7 +964,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_chat_proto_msgTypes[7]
+	mi := &file_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +976,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[7]
+	mi := &file_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +989,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{7}
+	return file_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -771,7 +1019,7 @@ type PresenceResponse struct {
 
 func (x *PresenceResponse) Reset() {
 	*x = PresenceResponse{}
-	mi := &file_chat_proto_msgTypes[8]
+	mi := &file_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1031,7 @@ func (x *PresenceResponse) String() string {
 func (*PresenceResponse) ProtoMessage() {}
 
 func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[8]
+	mi := &file_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1044,7 @@ func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
 func (*PresenceResponse) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{8}
+	return file_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PresenceResponse) GetUsers() []string {
@@ -826,7 +1074,7 @@ type ConversationsRequest struct {
 
 func (x *ConversationsRequest) Reset() {
 	*x = ConversationsRequest{}
-	mi := &file_chat_proto_msgTypes[9]
+	mi := &file_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1086,7 @@ func (x *ConversationsRequest) String() string {
 func (*ConversationsRequest) ProtoMessage() {}
 
 func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[9]
+	mi := &file_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1099,7 @@ func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{9}
+	return file_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConversationsRequest) GetUser() string {
@@ -878,14 +1126,20 @@ type Conversation struct {
 	LastSeq uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	Epoch   string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// For a direct conversation, the other user.
-	Peer          string `protobuf:"bytes,5,opt,name=peer,proto3" json:"peer,omitempty"`
+	Peer string `protobuf:"bytes,5,opt,name=peer,proto3" json:"peer,omitempty"`
+	// The caller's read marker in the room (see MarkRead): zero if none, or
+	// if it belongs to an earlier epoch.
+	ReadSeq uint64 `protobuf:"varint,6,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// Messages after read_seq that the log still holds (edits, deletes and
+	// reactions are not counted). It is at most the log's size per room.
+	Unread        int32 `protobuf:"varint,7,opt,name=unread,proto3" json:"unread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_chat_proto_msgTypes[10]
+	mi := &file_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1151,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[10]
+	mi := &file_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1164,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{10}
+	return file_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Conversation) GetRoom() string {
@@ -948,6 +1202,20 @@ func (x *Conversation) GetPeer() string {
 	return ""
 }
 
+func (x *Conversation) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetUnread() int32 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
 // ConversationsResponse lists conversations, the most recent first.
 type ConversationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -958,7 +1226,7 @@ type ConversationsResponse struct {
 
 func (x *ConversationsResponse) Reset() {
 	*x = ConversationsResponse{}
-	mi := &file_chat_proto_msgTypes[11]
+	mi := &file_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1238,7 @@ func (x *ConversationsResponse) String() string {
 func (*ConversationsResponse) ProtoMessage() {}
 
 func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[11]
+	mi := &file_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1251,7 @@ func (x *ConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{11}
+	return file_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConversationsResponse) GetConversations() []*Conversation {
@@ -1006,7 +1274,7 @@ type DirectRequest struct {
 
 func (x *DirectRequest) Reset() {
 	*x = DirectRequest{}
-	mi := &file_chat_proto_msgTypes[12]
+	mi := &file_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1286,7 @@ func (x *DirectRequest) String() string {
 func (*DirectRequest) ProtoMessage() {}
 
 func (x *DirectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[12]
+	mi := &file_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1299,7 @@ func (x *DirectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectRequest.ProtoReflect.Descriptor instead.
 func (*DirectRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{12}
+	return file_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DirectRequest) GetUser() string {
@@ -1060,7 +1328,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_chat_proto_msgTypes[13]
+	mi := &file_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1340,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[13]
+	mi := &file_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1353,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{13}
+	return file_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DirectResponse) GetRoom() string {
@@ -1114,7 +1382,7 @@ type CreateRoomRequest struct {
 
 func (x *CreateRoomRequest) Reset() {
 	*x = CreateRoomRequest{}
-	mi := &file_chat_proto_msgTypes[14]
+	mi := &file_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1394,7 @@ func (x *CreateRoomRequest) String() string {
 func (*CreateRoomRequest) ProtoMessage() {}
 
 func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[14]
+	mi := &file_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1407,7 @@ func (x *CreateRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoomRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoomRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{14}
+	return file_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateRoomRequest) GetUser() string {
@@ -1169,7 +1437,7 @@ type MemberRequest struct {
 
 func (x *MemberRequest) Reset() {
 	*x = MemberRequest{}
-	mi := &file_chat_proto_msgTypes[15]
+	mi := &file_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1449,7 @@ func (x *MemberRequest) String() string {
 func (*MemberRequest) ProtoMessage() {}
 
 func (x *MemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[15]
+	mi := &file_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1462,7 @@ func (x *MemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
 func (*MemberRequest) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{15}
+	return file_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemberRequest) GetUser() string {
@@ -1233,7 +1501,7 @@ type RoomInfo struct {
 
 func (x *RoomInfo) Reset() {
 	*x = RoomInfo{}
-	mi := &file_chat_proto_msgTypes[16]
+	mi := &file_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1513,7 @@ func (x *RoomInfo) String() string {
 func (*RoomInfo) ProtoMessage() {}
 
 func (x *RoomInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_proto_msgTypes[16]
+	mi := &file_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1526,7 @@ func (x *RoomInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomInfo.ProtoReflect.Descriptor instead.
 func (*RoomInfo) Descriptor() ([]byte, []int) {
-	return file_chat_proto_rawDescGZIP(), []int{16}
+	return file_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RoomInfo) GetRoom() string {
@@ -1289,12 +1557,154 @@ func (x *RoomInfo) GetMembers() []string {
 	return nil
 }
 
+// MarkReadRequest moves a read marker.
+type MarkReadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reader. With JWT it must be the token's subject, and may be left
+	// empty.
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Room string `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	// Read up to and including this sequence id of epoch. A marker only
+	// moves forward: a lower seq (of the same epoch) changes nothing.
+	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Epoch         string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadRequest) Reset() {
+	*x = MarkReadRequest{}
+	mi := &file_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadRequest) ProtoMessage() {}
+
+func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
+func (*MarkReadRequest) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MarkReadRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *MarkReadRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MarkReadRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MarkReadRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+// MarkReadResponse is the marker after the call.
+type MarkReadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Unread        int32                  `protobuf:"varint,4,opt,name=unread,proto3" json:"unread,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadResponse) Reset() {
+	*x = MarkReadResponse{}
+	mi := &file_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadResponse) ProtoMessage() {}
+
+func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadResponse.ProtoReflect.Descriptor instead.
+func (*MarkReadResponse) Descriptor() ([]byte, []int) {
+	return file_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MarkReadResponse) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MarkReadResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MarkReadResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *MarkReadResponse) GetUnread() int32 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
 var File_chat_proto protoreflect.FileDescriptor
 
 const file_chat_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"chat.proto\x12\x04chat\"\xfd\x01\n" +
+	"chat.proto\x12\x04chat\"\x83\x04\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x0e\n" +
@@ -1308,7 +1718,19 @@ const file_chat_proto_rawDesc = "" +
 	".chat.JoinR\x04join\x12\x14\n" +
 	"\x05epoch\x18\t \x01(\tR\x05epoch\x12!\n" +
 	"\x05error\x18\n" +
-	" \x01(\v2\v.chat.ErrorR\x05error\"\xd0\x01\n" +
+	" \x01(\v2\v.chat.ErrorR\x05error\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\v \x01(\x04R\ttargetSeq\x12\x16\n" +
+	"\x06edited\x18\f \x01(\bR\x06edited\x12\x18\n" +
+	"\adeleted\x18\r \x01(\bR\adeleted\x12,\n" +
+	"\treactions\x18\x0e \x03(\v2\x0e.chat.ReactionR\treactions\x12\x18\n" +
+	"\areacted\x18\x0f \x01(\bR\areacted\x12\x10\n" +
+	"\x03rev\x18\x10 \x01(\x04R\x03rev\x12.\n" +
+	"\ahistory\x18\x11 \x01(\v2\x14.chat.HistoryRequestR\ahistory\x12)\n" +
+	"\x04page\x18\x12 \x01(\v2\x15.chat.HistoryResponseR\x04page\"6\n" +
+	"\bReaction\x12\x14\n" +
+	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\"\xea\x01\n" +
 	"\x04Join\x12\x16\n" +
 	"\x06events\x18\x01 \x01(\bR\x06events\x12\x18\n" +
 	"\ahistory\x18\x02 \x01(\x05R\ahistory\x12\x1b\n" +
@@ -1317,7 +1739,8 @@ const file_chat_proto_rawDesc = "" +
 	"\n" +
 	"no_history\x18\x05 \x01(\bR\tnoHistory\x12(\n" +
 	"\x05rooms\x18\x06 \x03(\v2\x12.chat.SubscriptionR\x05rooms\x12\x1a\n" +
-	"\bpersonal\x18\a \x01(\bR\bpersonal\"\x8e\x01\n" +
+	"\bpersonal\x18\a \x01(\bR\bpersonal\x12\x18\n" +
+	"\achanges\x18\b \x01(\bR\achanges\"\x8e\x01\n" +
 	"\fSubscription\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
 	"\ahistory\x18\x02 \x01(\x05R\ahistory\x12\x1b\n" +
@@ -1328,16 +1751,24 @@ const file_chat_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"k\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"\xc3\x01\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1b\n" +
 	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x12\n" +
-	"\x04user\x18\x04 \x01(\tR\x04user\"p\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12\x1d\n" +
+	"\n" +
+	"before_seq\x18\x05 \x01(\x04R\tbeforeSeq\x12!\n" +
+	"\fnewest_first\x18\x06 \x01(\bR\vnewestFirst\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\tR\x05epoch\"\xde\x01\n" +
 	"\x0fHistoryResponse\x12)\n" +
 	"\bmessages\x18\x01 \x03(\v2\r.chat.MessageR\bmessages\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"J\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x1b\n" +
+	"\tfirst_seq\x18\x04 \x01(\x04R\bfirstSeq\x12\x19\n" +
+	"\blast_seq\x18\x05 \x01(\x04R\alastSeq\x12\x19\n" +
+	"\bat_start\x18\x06 \x01(\bR\aatStart\x12\x19\n" +
+	"\bhead_seq\x18\a \x01(\x04R\aheadSeq\"J\n" +
 	"\vSendRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12'\n" +
 	"\amessage\x18\x02 \x01(\v2\r.chat.MessageR\amessage\";\n" +
@@ -1349,13 +1780,15 @@ const file_chat_proto_rawDesc = "" +
 	"\x05count\x18\x02 \x01(\x05R\x05count\"@\n" +
 	"\x14ConversationsRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"{\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xae\x01\n" +
 	"\fConversation\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x19\n" +
 	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12\x12\n" +
-	"\x04peer\x18\x05 \x01(\tR\x04peer\"Q\n" +
+	"\x04peer\x18\x05 \x01(\tR\x04peer\x12\x19\n" +
+	"\bread_seq\x18\x06 \x01(\x04R\areadSeq\x12\x16\n" +
+	"\x06unread\x18\a \x01(\x05R\x06unread\"Q\n" +
 	"\x15ConversationsResponse\x128\n" +
 	"\rconversations\x18\x01 \x03(\v2\x12.chat.ConversationR\rconversations\"7\n" +
 	"\rDirectRequest\x12\x12\n" +
@@ -1375,7 +1808,17 @@ const file_chat_proto_rawDesc = "" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x18\n" +
-	"\amembers\x18\x04 \x03(\tR\amembers*\xef\x01\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers\"a\n" +
+	"\x0fMarkReadRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04room\x18\x02 \x01(\tR\x04room\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"f\n" +
+	"\x10MarkReadResponse\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06unread\x18\x04 \x01(\x05R\x06unread*\xc0\x02\n" +
 	"\x04Kind\x12\x10\n" +
 	"\fKIND_MESSAGE\x10\x00\x12\r\n" +
 	"\tKIND_JOIN\x10\x01\x12\x0e\n" +
@@ -1392,7 +1835,12 @@ const file_chat_proto_rawDesc = "" +
 	"\x10KIND_UNSUBSCRIBE\x10\n" +
 	"\x12\x15\n" +
 	"\x11KIND_UNSUBSCRIBED\x10\v\x12\x0f\n" +
-	"\vKIND_INVITE\x10\f2\xec\x03\n" +
+	"\vKIND_INVITE\x10\f\x12\r\n" +
+	"\tKIND_EDIT\x10\r\x12\x0f\n" +
+	"\vKIND_DELETE\x10\x0e\x12\x11\n" +
+	"\rKIND_REACTION\x10\x0f\x12\r\n" +
+	"\tKIND_READ\x10\x10\x12\r\n" +
+	"\tKIND_PAGE\x10\x112\xa7\x04\n" +
 	"\x04Chat\x12*\n" +
 	"\x06Stream\x12\r.chat.Message\x1a\r.chat.Message(\x010\x01\x126\n" +
 	"\aHistory\x12\x14.chat.HistoryRequest\x1a\x15.chat.HistoryResponse\x12(\n" +
@@ -1403,7 +1851,8 @@ const file_chat_proto_rawDesc = "" +
 	"\n" +
 	"CreateRoom\x12\x17.chat.CreateRoomRequest\x1a\x0e.chat.RoomInfo\x120\n" +
 	"\tAddMember\x12\x13.chat.MemberRequest\x1a\x0e.chat.RoomInfo\x123\n" +
-	"\fRemoveMember\x12\x13.chat.MemberRequest\x1a\x0e.chat.RoomInfoB\x16Z\x14example.com/chat/apib\x06proto3"
+	"\fRemoveMember\x12\x13.chat.MemberRequest\x1a\x0e.chat.RoomInfo\x129\n" +
+	"\bMarkRead\x12\x15.chat.MarkReadRequest\x1a\x16.chat.MarkReadResponseB\x16Z\x14example.com/chat/apib\x06proto3"
 
 var (
 	file_chat_proto_rawDescOnce sync.Once
@@ -1418,58 +1867,66 @@ func file_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_chat_proto_goTypes = []any{
 	(Kind)(0),                     // 0: chat.Kind
 	(*Message)(nil),               // 1: chat.Message
-	(*Join)(nil),                  // 2: chat.Join
-	(*Subscription)(nil),          // 3: chat.Subscription
-	(*Error)(nil),                 // 4: chat.Error
-	(*HistoryRequest)(nil),        // 5: chat.HistoryRequest
-	(*HistoryResponse)(nil),       // 6: chat.HistoryResponse
-	(*SendRequest)(nil),           // 7: chat.SendRequest
-	(*PresenceRequest)(nil),       // 8: chat.PresenceRequest
-	(*PresenceResponse)(nil),      // 9: chat.PresenceResponse
-	(*ConversationsRequest)(nil),  // 10: chat.ConversationsRequest
-	(*Conversation)(nil),          // 11: chat.Conversation
-	(*ConversationsResponse)(nil), // 12: chat.ConversationsResponse
-	(*DirectRequest)(nil),         // 13: chat.DirectRequest
-	(*DirectResponse)(nil),        // 14: chat.DirectResponse
-	(*CreateRoomRequest)(nil),     // 15: chat.CreateRoomRequest
-	(*MemberRequest)(nil),         // 16: chat.MemberRequest
-	(*RoomInfo)(nil),              // 17: chat.RoomInfo
+	(*Reaction)(nil),              // 2: chat.Reaction
+	(*Join)(nil),                  // 3: chat.Join
+	(*Subscription)(nil),          // 4: chat.Subscription
+	(*Error)(nil),                 // 5: chat.Error
+	(*HistoryRequest)(nil),        // 6: chat.HistoryRequest
+	(*HistoryResponse)(nil),       // 7: chat.HistoryResponse
+	(*SendRequest)(nil),           // 8: chat.SendRequest
+	(*PresenceRequest)(nil),       // 9: chat.PresenceRequest
+	(*PresenceResponse)(nil),      // 10: chat.PresenceResponse
+	(*ConversationsRequest)(nil),  // 11: chat.ConversationsRequest
+	(*Conversation)(nil),          // 12: chat.Conversation
+	(*ConversationsResponse)(nil), // 13: chat.ConversationsResponse
+	(*DirectRequest)(nil),         // 14: chat.DirectRequest
+	(*DirectResponse)(nil),        // 15: chat.DirectResponse
+	(*CreateRoomRequest)(nil),     // 16: chat.CreateRoomRequest
+	(*MemberRequest)(nil),         // 17: chat.MemberRequest
+	(*RoomInfo)(nil),              // 18: chat.RoomInfo
+	(*MarkReadRequest)(nil),       // 19: chat.MarkReadRequest
+	(*MarkReadResponse)(nil),      // 20: chat.MarkReadResponse
 }
 var file_chat_proto_depIdxs = []int32{
 	0,  // 0: chat.Message.kind:type_name -> chat.Kind
-	2,  // 1: chat.Message.join:type_name -> chat.Join
-	4,  // 2: chat.Message.error:type_name -> chat.Error
-	3,  // 3: chat.Join.rooms:type_name -> chat.Subscription
-	1,  // 4: chat.HistoryResponse.messages:type_name -> chat.Message
-	1,  // 5: chat.SendRequest.message:type_name -> chat.Message
-	11, // 6: chat.ConversationsResponse.conversations:type_name -> chat.Conversation
-	1,  // 7: chat.Chat.Stream:input_type -> chat.Message
-	5,  // 8: chat.Chat.History:input_type -> chat.HistoryRequest
-	7,  // 9: chat.Chat.Send:input_type -> chat.SendRequest
-	8,  // 10: chat.Chat.Presence:input_type -> chat.PresenceRequest
-	10, // 11: chat.Chat.Conversations:input_type -> chat.ConversationsRequest
-	13, // 12: chat.Chat.Direct:input_type -> chat.DirectRequest
-	15, // 13: chat.Chat.CreateRoom:input_type -> chat.CreateRoomRequest
-	16, // 14: chat.Chat.AddMember:input_type -> chat.MemberRequest
-	16, // 15: chat.Chat.RemoveMember:input_type -> chat.MemberRequest
-	1,  // 16: chat.Chat.Stream:output_type -> chat.Message
-	6,  // 17: chat.Chat.History:output_type -> chat.HistoryResponse
-	1,  // 18: chat.Chat.Send:output_type -> chat.Message
-	9,  // 19: chat.Chat.Presence:output_type -> chat.PresenceResponse
-	12, // 20: chat.Chat.Conversations:output_type -> chat.ConversationsResponse
-	14, // 21: chat.Chat.Direct:output_type -> chat.DirectResponse
-	17, // 22: chat.Chat.CreateRoom:output_type -> chat.RoomInfo
-	17, // 23: chat.Chat.AddMember:output_type -> chat.RoomInfo
-	17, // 24: chat.Chat.RemoveMember:output_type -> chat.RoomInfo
-	16, // [16:25] is the sub-list for method output_type
-	7,  // [7:16] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	3,  // 1: chat.Message.join:type_name -> chat.Join
+	5,  // 2: chat.Message.error:type_name -> chat.Error
+	2,  // 3: chat.Message.reactions:type_name -> chat.Reaction
+	6,  // 4: chat.Message.history:type_name -> chat.HistoryRequest
+	7,  // 5: chat.Message.page:type_name -> chat.HistoryResponse
+	4,  // 6: chat.Join.rooms:type_name -> chat.Subscription
+	1,  // 7: chat.HistoryResponse.messages:type_name -> chat.Message
+	1,  // 8: chat.SendRequest.message:type_name -> chat.Message
+	12, // 9: chat.ConversationsResponse.conversations:type_name -> chat.Conversation
+	1,  // 10: chat.Chat.Stream:input_type -> chat.Message
+	6,  // 11: chat.Chat.History:input_type -> chat.HistoryRequest
+	8,  // 12: chat.Chat.Send:input_type -> chat.SendRequest
+	9,  // 13: chat.Chat.Presence:input_type -> chat.PresenceRequest
+	11, // 14: chat.Chat.Conversations:input_type -> chat.ConversationsRequest
+	14, // 15: chat.Chat.Direct:input_type -> chat.DirectRequest
+	16, // 16: chat.Chat.CreateRoom:input_type -> chat.CreateRoomRequest
+	17, // 17: chat.Chat.AddMember:input_type -> chat.MemberRequest
+	17, // 18: chat.Chat.RemoveMember:input_type -> chat.MemberRequest
+	19, // 19: chat.Chat.MarkRead:input_type -> chat.MarkReadRequest
+	1,  // 20: chat.Chat.Stream:output_type -> chat.Message
+	7,  // 21: chat.Chat.History:output_type -> chat.HistoryResponse
+	1,  // 22: chat.Chat.Send:output_type -> chat.Message
+	10, // 23: chat.Chat.Presence:output_type -> chat.PresenceResponse
+	13, // 24: chat.Chat.Conversations:output_type -> chat.ConversationsResponse
+	15, // 25: chat.Chat.Direct:output_type -> chat.DirectResponse
+	18, // 26: chat.Chat.CreateRoom:output_type -> chat.RoomInfo
+	18, // 27: chat.Chat.AddMember:output_type -> chat.RoomInfo
+	18, // 28: chat.Chat.RemoveMember:output_type -> chat.RoomInfo
+	20, // 29: chat.Chat.MarkRead:output_type -> chat.MarkReadResponse
+	20, // [20:30] is the sub-list for method output_type
+	10, // [10:20] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_chat_proto_init() }
@@ -1483,7 +1940,7 @@ func file_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_proto_rawDesc), len(file_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

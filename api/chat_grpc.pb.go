@@ -35,6 +35,7 @@ const (
 	Chat_CreateRoom_FullMethodName    = "/chat.Chat/CreateRoom"
 	Chat_AddMember_FullMethodName     = "/chat.Chat/AddMember"
 	Chat_RemoveMember_FullMethodName  = "/chat.Chat/RemoveMember"
+	Chat_MarkRead_FullMethodName      = "/chat.Chat/MarkRead"
 )
 
 // ChatClient is the client API for Chat service.
@@ -71,6 +72,10 @@ type ChatClient interface {
 	// RemoveMember removes a member from a private room (its owner only);
 	// their streams stop receiving it on every node.
 	RemoveMember(ctx context.Context, in *MemberRequest, opts ...grpc.CallOption) (*RoomInfo, error)
+	// MarkRead moves the caller's read marker of a room forward (never
+	// back) and tells all the caller's sessions on their personal channel
+	// (KIND_READ).
+	MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error)
 }
 
 type chatClient struct {
@@ -174,6 +179,16 @@ func (c *chatClient) RemoveMember(ctx context.Context, in *MemberRequest, opts .
 	return out, nil
 }
 
+func (c *chatClient) MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MarkReadResponse)
+	err := c.cc.Invoke(ctx, Chat_MarkRead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChatServer is the server API for Chat service.
 // All implementations must embed UnimplementedChatServer
 // for forward compatibility.
@@ -208,6 +223,10 @@ type ChatServer interface {
 	// RemoveMember removes a member from a private room (its owner only);
 	// their streams stop receiving it on every node.
 	RemoveMember(context.Context, *MemberRequest) (*RoomInfo, error)
+	// MarkRead moves the caller's read marker of a room forward (never
+	// back) and tells all the caller's sessions on their personal channel
+	// (KIND_READ).
+	MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error)
 	mustEmbedUnimplementedChatServer()
 }
 
@@ -244,6 +263,9 @@ func (UnimplementedChatServer) AddMember(context.Context, *MemberRequest) (*Room
 }
 func (UnimplementedChatServer) RemoveMember(context.Context, *MemberRequest) (*RoomInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedChatServer) MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkRead not implemented")
 }
 func (UnimplementedChatServer) mustEmbedUnimplementedChatServer() {}
 func (UnimplementedChatServer) testEmbeddedByValue()              {}
@@ -417,6 +439,24 @@ func _Chat_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Chat_MarkRead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkReadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).MarkRead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_MarkRead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).MarkRead(ctx, req.(*MarkReadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Chat_ServiceDesc is the grpc.ServiceDesc for Chat service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -455,6 +495,10 @@ var Chat_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMember",
 			Handler:    _Chat_RemoveMember_Handler,
+		},
+		{
+			MethodName: "MarkRead",
+			Handler:    _Chat_MarkRead_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
