@@ -16,6 +16,10 @@ type Entry struct {
 	Seq uint64
 	// Data is the stored payload, opaque to this package.
 	Data []byte
+	// State is what later events did to this entry (a message); nil if
+	// none acted on it. Reads fill it; the live delivery of an entry has
+	// none.
+	State *State
 }
 
 // Position says where a room's log stands.
@@ -38,8 +42,12 @@ type Page struct {
 	// Truncated is true when the caller asked for entries after a sequence
 	// id (or in an epoch) that the log no longer covers: Entries is then the
 	// newest `limit` entries instead, and the caller must say so to its
-	// client.
+	// client. For Before, it is also set when the page reaches the log's
+	// oldest entry and older ones were dropped (Oldest above 1).
 	Truncated bool
+	// Oldest is the id of the oldest entry the log holds; zero when it
+	// holds none. Before fills it; Recent and Since may leave it zero.
+	Oldest uint64
 }
 
 // Store reads a room's log. The hub calls it when a session joins (recent
@@ -58,6 +66,15 @@ type Store interface {
 	// beyond the log's newest id (the log went back: see Rotator), the page
 	// is Truncated and holds the newest limit entries instead.
 	Since(ctx context.Context, room, epoch string, afterSeq uint64, limit int) (Page, error)
+
+	// Before returns the newest limit entries of room with an id below
+	// beforeSeq (zero: below none, the newest of all), oldest first: the
+	// page a client scrolling back asks for. Page.Oldest says where the
+	// log starts, so the caller knows when a page reaches it. If epoch is
+	// not empty and differs from the room's, the cursor is void: the page
+	// is Truncated and holds the newest limit entries. It costs the page,
+	// not the log.
+	Before(ctx context.Context, room, epoch string, beforeSeq uint64, limit int) (Page, error)
 
 	// Position returns the room's current position without reading entries.
 	// The hub polls it to notice a lost tail (the newest message of a room

@@ -3,6 +3,7 @@ package history
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 )
 
@@ -21,6 +22,9 @@ const DefaultPrefix = "chat:"
 //	<prefix>{<room>}:meta        hash: "epoch" (random id of the log), "seq" (last id)
 //	<prefix>{<room>}:log         list: "<seq>:<data>", newest first (LPUSH), capped by LTRIM
 //	<prefix>{<room>}:idem:<key>  string: "<epoch>:<seq>" of the first publish with <key>
+//	<prefix>{<room>}:state       hash: "<seq>" -> state JSON of a message events acted on
+//	<prefix>{<room>}:evs         sorted set: the ids of the events the log holds (score = id)
+//	<prefix>{<room>}:rx:<epoch>:<seq>  set: "<emoji>\n<user>", who reacts to message seq
 //	<prefix>{<room>}:ch          pub/sub channel of the room
 //	<prefix>{<room>}:access      hash: "kind" (private, direct), "owner" (see pkg/access)
 //	<prefix>{<room>}:members     set: the members of a private room or direct conversation
@@ -62,6 +66,20 @@ func (k Keys) Log(room string) string { return k.base(room) + "log" }
 // idempotency key idemKey.
 func (k Keys) Idempotency(room, idemKey string) string {
 	return k.base(room) + "idem:" + idemKey
+}
+
+// State returns the key of room's hash of message states (see State),
+// by sequence id.
+func (k Keys) State(room string) string { return k.base(room) + "state" }
+
+// Events returns the key of room's sorted set of event ids (edits, deletes,
+// reactions) that its log holds, trimmed with it.
+func (k Keys) Events(room string) string { return k.base(room) + "evs" }
+
+// Reactions returns the key of the set of who reacts with what to message
+// seq of room's epoch, each member "<emoji>\n<user>".
+func (k Keys) Reactions(room, epoch string, seq uint64) string {
+	return k.base(room) + "rx:" + epoch + ":" + strconv.FormatUint(seq, 10)
 }
 
 // Channel returns the pub/sub channel of room.

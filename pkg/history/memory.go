@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 	"sync"
 	"time"
 )
@@ -80,7 +81,16 @@ type memRoom struct {
 	entries []Entry // ring of at most cfg.Size, oldest first after rotation
 	start   int     // index of the oldest entry in entries
 	idem    map[string]idemRecord
+	// Chat state (state.go): the State of messages events acted on, the
+	// reactions set (key: seq, emoji, user) and the ids of the events
+	// held, increasing, to count unread messages without a scan.
+	states map[uint64]*State
+	reacts map[uint64]map[reaction]struct{}
+	events []uint64
 }
+
+// reaction is one user's reaction with one emoji.
+type reaction struct{ emoji, user string }
 
 type idemRecord struct {
 	seq     uint64
@@ -127,6 +137,7 @@ type AppendResult struct {
 	Entry     Entry
 	Epoch     string
 	Duplicate bool // the idempotency key was seen: Entry.Seq is the original id
+	Reacted   bool // an OpReact event added its reaction (false: removed)
 }
 
 // Append assigns data the room's next sequence id and stores it, capped at
@@ -137,6 +148,16 @@ type AppendResult struct {
 // then, when not nil, runs before Append returns and while the room is still
 // locked, so that a caller publishing the entry does so in sequence order.
 func (m *Memory) Append(room string, data []byte, idemKey string, then func(AppendResult)) AppendResult {
+	res, _ := m.AppendEvent(room, data, idemKey, nil, then)
+	return res
+}
+
+// AppendEvent is Append for an event with effect eff on an earlier message
+// (nil: a plain message): the effect is applied to the message's State in
+// the same step, or the event is refused with ErrTarget or
+// ErrTooManyReactions and nothing is stored. A reaction toggle that
+// removes stores eff.Off instead of data; AppendResult.Reacted says which.
+func (m *Memory) AppendEvent(room string, data []byte, idemKey string, eff *Effect, then func(AppendResult)) (AppendResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.cfg.Now()
@@ -152,7 +173,14 @@ func (m *Memory) Append(room string, data []byte, idemKey string, then func(Appe
 		// A duplicate stores nothing and, as in the Redis script, does
 		// not extend the room's life.
 		if rec, ok := r.idem[idemKey]; ok && now.Before(rec.expires) {
-			return AppendResult{Entry: Entry{Seq: rec.seq}, Epoch: r.epoch, Duplicate: true}
+			return AppendResult{Entry: Entry{Seq: rec.seq}, Epoch: r.epoch, Duplicate: true}, nil
+		}
+	}
+	reacted := false
+	if eff != nil {
+		var err error
+		if data, reacted, err = r.effectLocked(eff, data); err != nil {
+			return AppendResult{Epoch: r.epoch}, err
 		}
 	}
 	r.seq++
@@ -162,9 +190,14 @@ func (m *Memory) Append(room string, data []byte, idemKey string, then func(Appe
 		r.entries = append(r.entries, e)
 		delta += entryOverhead
 	} else {
-		delta -= int64(len(r.entries[r.start].Data))
+		gone := r.entries[r.start]
+		delta -= int64(len(gone.Data))
+		r.forgetLocked(gone.Seq)
 		r.entries[r.start] = e
 		r.start = (r.start + 1) % len(r.entries)
+	}
+	if eff != nil {
+		r.events = append(r.events, e.Seq)
 	}
 	r.bytes += delta
 	m.bytes += delta
@@ -187,11 +220,11 @@ func (m *Memory) Append(room string, data []byte, idemKey string, then func(Appe
 	}
 	m.shrinkLocked(r)
 	m.armLocked(now)
-	res := AppendResult{Entry: e, Epoch: r.epoch}
+	res := AppendResult{Entry: e, Epoch: r.epoch, Reacted: reacted}
 	if then != nil {
 		then(res)
 	}
-	return res
+	return res, nil
 }
 
 // Reset forgets a room's log, as a Redis restart without persistence would.
@@ -242,6 +275,7 @@ func (m *Memory) Rewind(room string, seq uint64) {
 		m.bytes -= delta
 	}
 	r.entries, r.start, r.seq = keep, 0, seq
+	r.states, r.reacts, r.events = nil, nil, nil
 	for k, rec := range r.idem {
 		if rec.seq > seq {
 			delete(r.idem, k)
@@ -332,10 +366,34 @@ func (m *Memory) expire() {
 }
 
 // orderedLocked returns the room's entries oldest first. m.mu must be held.
-func (r *memRoom) orderedLocked() []Entry {
-	out := make([]Entry, 0, len(r.entries))
-	out = append(out, r.entries[r.start:]...)
-	return append(out, r.entries[:r.start]...)
+func (r *memRoom) orderedLocked() []Entry { return r.rangeLocked(0, len(r.entries)) }
+
+// rangeLocked returns the entries from the i-th oldest held up to (not
+// including) the j-th, each with its state: a copy, costing j-i. m.mu must
+// be held.
+func (r *memRoom) rangeLocked(i, j int) []Entry {
+	if i >= j {
+		return nil
+	}
+	out := make([]Entry, 0, j-i)
+	n := len(r.entries)
+	for k := i; k < j; k++ {
+		e := r.entries[(r.start+k)%n]
+		if st := r.states[e.Seq]; st != nil {
+			c := *st
+			e.State = &c
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// oldestLocked returns the id of the oldest entry held, zero if none.
+func (r *memRoom) oldestLocked() uint64 {
+	if len(r.entries) == 0 {
+		return 0
+	}
+	return r.entries[r.start].Seq
 }
 
 // Recent implements Store.
@@ -346,10 +404,11 @@ func (m *Memory) Recent(ctx context.Context, room string, limit int) (Page, erro
 	if r == nil {
 		return Page{}, nil
 	}
-	return Page{Entries: tail(r.orderedLocked(), limit), Position: Position{Epoch: r.epoch, Seq: r.seq}}, nil
+	n := len(r.entries)
+	return Page{Entries: r.rangeLocked(n-min(max(limit, 0), n), n), Position: r.positionLocked(), Oldest: r.oldestLocked()}, nil
 }
 
-// Since implements Store.
+// Since implements Store. It copies only what the page holds.
 func (m *Memory) Since(ctx context.Context, room, epoch string, afterSeq uint64, limit int) (Page, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -357,10 +416,54 @@ func (m *Memory) Since(ctx context.Context, room, epoch string, afterSeq uint64,
 	if r == nil {
 		return Page{Truncated: epoch != "" && afterSeq > 0}, nil
 	}
-	all := r.orderedLocked()
-	pos := Position{Epoch: r.epoch, Seq: r.seq}
-	return SincePage(all, pos, epoch, afterSeq, limit), nil
+	// The suffix of the log SincePage can return: from the entry after
+	// afterSeq when it is held, else the newest limit.
+	n, from, to := len(r.entries), 0, len(r.entries)
+	if oldest := r.oldestLocked(); oldest > 0 && afterSeq+1 >= oldest && afterSeq < r.seq && (epoch == "" || epoch == r.epoch) {
+		from = max(int(afterSeq)-int(oldest), 0) // from afterSeq itself when held
+		if limit >= 0 {
+			to = min(n, from+max(limit, 1)+1)
+		}
+	} else if limit >= 0 {
+		from = n - min(limit, n)
+	}
+	p := SincePage(r.rangeLocked(from, to), r.positionLocked(), epoch, afterSeq, limit)
+	p.Oldest = r.oldestLocked()
+	return p, nil
 }
+
+// Before implements Store, in O(limit).
+func (m *Memory) Before(ctx context.Context, room, epoch string, beforeSeq uint64, limit int) (Page, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.liveLocked(room, m.cfg.Now())
+	if r == nil {
+		return Page{Truncated: epoch != "" && beforeSeq > 0}, nil
+	}
+	pos, oldest, n := r.positionLocked(), r.oldestLocked(), len(r.entries)
+	if epoch != "" && epoch != r.epoch {
+		return Page{Entries: r.rangeLocked(n-min(max(limit, 0), n), n), Position: pos, Oldest: oldest, Truncated: true}, nil
+	}
+	end := n // entries [0, end) have ids below beforeSeq
+	if beforeSeq > 0 && beforeSeq <= r.seq {
+		end = max(int(int64(beforeSeq)-int64(oldest)), 0)
+	}
+	from := max(end-max(limit, 0), 0)
+	return beforePage(r.rangeLocked(from, end), pos, oldest), nil
+}
+
+// beforePage completes a Before page: it is Truncated when it reaches the
+// log's start and the log lost older entries.
+func beforePage(entries []Entry, pos Position, oldest uint64) Page {
+	p := Page{Entries: entries, Position: pos, Oldest: oldest}
+	if oldest > 1 && (len(entries) == 0 || entries[0].Seq == oldest) {
+		p.Truncated = true
+	}
+	return p
+}
+
+// positionLocked returns the room's position. m.mu must be held.
+func (r *memRoom) positionLocked() Position { return Position{Epoch: r.epoch, Seq: r.seq} }
 
 // Position implements Store.
 func (m *Memory) Position(ctx context.Context, room string) (Position, error) {
@@ -370,7 +473,82 @@ func (m *Memory) Position(ctx context.Context, room string) (Position, error) {
 	if r == nil {
 		return Position{}, nil
 	}
-	return Position{Epoch: r.epoch, Seq: r.seq}, nil
+	return r.positionLocked(), nil
+}
+
+var _ Summarizer = (*Memory)(nil)
+
+// Summaries implements Summarizer.
+func (m *Memory) Summaries(ctx context.Context, reads []Read) ([]Summary, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Summary, len(reads))
+	now := m.cfg.Now()
+	for i, rd := range reads {
+		r := m.liveLocked(rd.Room, now)
+		if r == nil {
+			continue
+		}
+		pos, oldest := r.positionLocked(), r.oldestLocked()
+		from := oldest
+		if rd.Epoch == pos.Epoch && rd.Seq >= from {
+			from = rd.Seq + 1
+		}
+		k, _ := slices.BinarySearch(r.events, from)
+		out[i] = Summary{Position: pos, Unread: unread(pos, oldest, rd, len(r.events)-k)}
+	}
+	return out, nil
+}
+
+// effectLocked applies eff to its message before the event is appended
+// with the room's next id, and returns the data to store (eff.Off for a
+// reaction toggle that removes). m.mu must be held.
+func (r *memRoom) effectLocked(eff *Effect, data []byte) ([]byte, bool, error) {
+	oldest := r.oldestLocked()
+	if eff.Epoch != r.epoch || eff.Target == 0 || eff.Target > r.seq || eff.Target < oldest {
+		return nil, false, ErrTarget
+	}
+	rev := r.seq + 1
+	key := reaction{emoji: eff.Text, user: eff.User}
+	_, reacts := r.reacts[eff.Target][key]
+	st, err := eff.apply(r.states[eff.Target], rev, reacts)
+	if err != nil {
+		return nil, false, err
+	}
+	if r.states == nil {
+		r.states = make(map[uint64]*State)
+	}
+	r.states[eff.Target] = st
+	switch {
+	case eff.Op == OpDelete:
+		delete(r.reacts, eff.Target)
+	case eff.Op == OpReact && reacts:
+		delete(r.reacts[eff.Target], key)
+		return eff.Off, false, nil
+	case eff.Op == OpReact:
+		if r.reacts == nil {
+			r.reacts = make(map[uint64]map[reaction]struct{})
+		}
+		if r.reacts[eff.Target] == nil {
+			r.reacts[eff.Target] = make(map[reaction]struct{})
+		}
+		r.reacts[eff.Target][key] = struct{}{}
+		return data, true, nil
+	}
+	return data, false, nil
+}
+
+// forgetLocked drops the chat state of entry seq, which leaves the log.
+// m.mu must be held.
+func (r *memRoom) forgetLocked(seq uint64) {
+	if r.states == nil && len(r.events) == 0 {
+		return
+	}
+	delete(r.states, seq)
+	delete(r.reacts, seq)
+	if len(r.events) > 0 && r.events[0] == seq {
+		r.events = r.events[1:]
+	}
 }
 
 // SincePage applies the Since rules to a room's whole log (oldest first) and

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -40,28 +39,37 @@ func NewRedis(cfg RedisConfig) *Redis {
 // Keys returns the layout the store reads.
 func (r *Redis) Keys() Keys { return r.keys }
 
-// readScript reads a room's meta and part of its log in one atomic step.
+// readScript reads a room's meta and part of its log in one atomic step,
+// with the chat state of the entries read.
 //
-//	KEYS[1] meta hash, KEYS[2] log list
-//	ARGV[1] mode: "recent" or "since"
+//	KEYS[1] meta hash, KEYS[2] log list, KEYS[3] state hash
+//	ARGV[1] mode: "recent", "since" or "before"
 //	ARGV[2] limit (may be zero or negative)
-//	ARGV[3] epoch the caller knows ("" for any), since only
-//	ARGV[4] afterSeq, since only
+//	ARGV[3] epoch the caller knows ("" for any), since and before only
+//	ARGV[4] afterSeq (since) or beforeSeq (before)
 //
-// It returns {epoch, seq, entries newest first}. For "since" it fetches only
-// what Since can return: the oldest max(limit, 1) entries after afterSeq
-// (all of them when limit is negative) if the log still holds the one right
-// after afterSeq, else (or when afterSeq is past the newest id) the newest
-// limit entries. SincePage then applies the
-// rules to that suffix of the log exactly as it would to the whole list:
-// sequence ids are contiguous within an epoch.
+// It returns {epoch, seq, entries newest first, states, llen}: states has
+// one element per entry, its state JSON (see stateJSON) or false, and is
+// empty when the room never had an event (meta "ev" unset). The log is
+// newest first and its ids contiguous within an epoch, so the entry with
+// id s is at index seq-s: every mode costs the page (LRANGE's walk to its
+// start aside), not the log.
+//
+// For "since" it fetches only what Since can return: the oldest max(limit,
+// 1) entries after afterSeq (all of them when limit is negative) if the log
+// still holds the one right after afterSeq, else (or when afterSeq is past
+// the newest id) the newest limit entries. SincePage then applies the rules
+// to that suffix of the log exactly as it would to the whole list. For
+// "before" it fetches the newest limit entries below beforeSeq (zero or
+// past the newest: the newest entries), or the newest limit when the epoch
+// differs.
 var readScript = redis.NewScript(`
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'ev')
 local epoch = meta[1] or ''
 local seq = meta[2] or '0'
 local entries = {}
 if epoch == '' then
-  return {epoch, seq, entries}
+  return {epoch, seq, entries, {}, 0}
 end
 local limit = tonumber(ARGV[2])
 local function newest()
@@ -70,16 +78,23 @@ local function newest()
   end
   return {}
 end
+local llen = redis.call('LLEN', KEYS[2])
 if ARGV[1] == 'recent' then
   entries = newest()
 elseif ARGV[3] ~= '' and ARGV[3] ~= epoch then
   entries = newest()
+elseif ARGV[1] == 'before' then
+  local k = tonumber(seq) - tonumber(ARGV[4]) + 1
+  if tonumber(ARGV[4]) == 0 or k < 0 then k = 0 end
+  if limit > 0 and k < llen then
+    entries = redis.call('LRANGE', KEYS[2], k, k + limit - 1)
+  end
 else
   local k = tonumber(seq) - tonumber(ARGV[4])
   if k < 0 then
     entries = newest()
   elseif k > 0 then
-    if redis.call('LLEN', KEYS[2]) < k then
+    if llen < k then
       entries = newest()
     else
       local from = 0
@@ -91,24 +106,47 @@ else
     end
   end
 end
-return {epoch, seq, entries}
+local states = {}
+if meta[3] and #entries > 0 then
+  local ids = {}
+  for i, e in ipairs(entries) do
+    ids[i] = string.match(e, '^(%d+):')
+  end
+  states = redis.call('HMGET', KEYS[3], unpack(ids))
+end
+return {epoch, seq, entries, states, llen}
 `)
 
 // Recent implements Store.
 func (r *Redis) Recent(ctx context.Context, room string, limit int) (Page, error) {
-	pos, entries, err := r.read(ctx, room, "recent", limit, "", 0)
+	pos, entries, oldest, err := r.read(ctx, room, "recent", limit, "", 0)
 	if err != nil {
 		return Page{}, fmt.Errorf("history: recent %q: %w", room, err)
 	}
 	if pos.Epoch == "" {
 		return Page{}, nil
 	}
-	return Page{Entries: entries, Position: pos}, nil
+	return Page{Entries: entries, Position: pos, Oldest: oldest}, nil
+}
+
+// Before implements Store.
+func (r *Redis) Before(ctx context.Context, room, epoch string, beforeSeq uint64, limit int) (Page, error) {
+	pos, entries, oldest, err := r.read(ctx, room, "before", limit, epoch, beforeSeq)
+	if err != nil {
+		return Page{}, fmt.Errorf("history: before %q: %w", room, err)
+	}
+	if pos.Epoch == "" {
+		return Page{Truncated: epoch != "" && beforeSeq > 0}, nil
+	}
+	if epoch != "" && epoch != pos.Epoch {
+		return Page{Entries: entries, Position: pos, Oldest: oldest, Truncated: true}, nil
+	}
+	return beforePage(entries, pos, oldest), nil
 }
 
 // Since implements Store.
 func (r *Redis) Since(ctx context.Context, room, epoch string, afterSeq uint64, limit int) (Page, error) {
-	pos, entries, err := r.read(ctx, room, "since", limit, epoch, afterSeq)
+	pos, entries, oldest, err := r.read(ctx, room, "since", limit, epoch, afterSeq)
 	if err != nil {
 		return Page{}, fmt.Errorf("history: since %q: %w", room, err)
 	}
@@ -117,7 +155,9 @@ func (r *Redis) Since(ctx context.Context, room, epoch string, afterSeq uint64, 
 		// entries of a log that is gone (same rule as Memory).
 		return Page{Truncated: epoch != "" && afterSeq > 0}, nil
 	}
-	return SincePage(entries, pos, epoch, afterSeq, limit), nil
+	p := SincePage(entries, pos, epoch, afterSeq, limit)
+	p.Oldest = oldest
+	return p, nil
 }
 
 // Position implements Store.
@@ -168,34 +208,126 @@ func (r *Redis) Rotate(ctx context.Context, room, from string) (string, error) {
 	return epoch, nil
 }
 
-// read runs readScript and returns the position and the entries, oldest
-// first. Errors are not yet wrapped with the operation.
-func (r *Redis) read(ctx context.Context, room, mode string, limit int, epoch string, afterSeq uint64) (Position, []Entry, error) {
-	keys := []string{r.keys.Meta(room), r.keys.Log(room)}
-	res, err := readScript.Run(ctx, r.client, keys, mode, limit, epoch, strconv.FormatUint(afterSeq, 10)).Slice()
+// read runs readScript and returns the position, the entries oldest first
+// with their states, and the oldest id the log holds (zero if none). Errors
+// are not yet wrapped with the operation.
+func (r *Redis) read(ctx context.Context, room, mode string, limit int, epoch string, seq uint64) (Position, []Entry, uint64, error) {
+	keys := []string{r.keys.Meta(room), r.keys.Log(room), r.keys.State(room)}
+	res, err := readScript.Run(ctx, r.client, keys, mode, limit, epoch, strconv.FormatUint(seq, 10)).Slice()
 	if err != nil {
-		return Position{}, nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return Position{}, nil, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if len(res) != 3 {
-		return Position{}, nil, fmt.Errorf("unexpected script reply of %d items", len(res))
+	if len(res) != 5 {
+		return Position{}, nil, 0, fmt.Errorf("unexpected script reply of %d items", len(res))
 	}
 	epochStr, _ := res[0].(string)
 	seqStr, _ := res[1].(string)
 	pos, err := parsePosition(epochStr, seqStr)
 	if err != nil {
-		return Position{}, nil, err
+		return Position{}, nil, 0, err
 	}
 	raw, _ := res[2].([]any)
+	states, _ := res[3].([]any)
+	llen, _ := res[4].(int64)
+	var oldest uint64
+	if llen > 0 && uint64(llen) <= pos.Seq {
+		oldest = pos.Seq - uint64(llen) + 1
+	}
 	entries := make([]Entry, 0, len(raw))
-	for _, v := range slices.Backward(raw) { // the list is newest first
-		s, _ := v.(string)
+	for i := len(raw) - 1; i >= 0; i-- { // the list is newest first
+		s, _ := raw[i].(string)
 		e, err := ParseEntry([]byte(s))
 		if err != nil {
-			return Position{}, nil, err
+			return Position{}, nil, 0, err
+		}
+		if i < len(states) {
+			if js, ok := states[i].(string); ok {
+				if e.State, err = parseState([]byte(js)); err != nil {
+					return Position{}, nil, 0, err
+				}
+			}
 		}
 		entries = append(entries, e)
 	}
-	return pos, entries, nil
+	return pos, entries, oldest, nil
+}
+
+var _ Summarizer = (*Redis)(nil)
+
+// summaryScript is the position of a room and what a reader's marker
+// leaves unread, without reading the log.
+//
+//	KEYS[1] meta hash, KEYS[2] log list, KEYS[3] events sorted set
+//	ARGV[1] the id from which messages are unread (marker + 1), ARGV[2]
+//	the marker's epoch: from another epoch, everything held is unread
+//
+// It returns {epoch, seq, llen, events held with an id >= ARGV[1]}. The
+// events set is trimmed with the log, so it holds only events the log
+// holds.
+var summaryScript = redis.NewScript(`
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'ev')
+if not meta[1] then
+  return {'', '0', 0, 0}
+end
+local llen = redis.call('LLEN', KEYS[2])
+local ev = 0
+if meta[3] then
+  local from = ARGV[1]
+  if ARGV[2] ~= meta[1] then from = '0' end
+  ev = redis.call('ZCOUNT', KEYS[3], from, '+inf')
+end
+return {meta[1], meta[2] or '0', llen, ev}
+`)
+
+// Summaries implements Summarizer: one pipeline of one script per room
+// (a round trip per pipeline; go-redis splits it by slot on a Cluster).
+func (r *Redis) Summaries(ctx context.Context, reads []Read) ([]Summary, error) {
+	if len(reads) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.Cmd, len(reads))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, rd := range reads {
+			from := uint64(0)
+			if rd.Seq > 0 {
+				from = rd.Seq + 1
+			}
+			keys := []string{r.keys.Meta(rd.Room), r.keys.Log(rd.Room), r.keys.Events(rd.Room)}
+			cmds[i] = summaryScript.EvalSha(ctx, p, keys, strconv.FormatUint(from, 10), rd.Epoch)
+		}
+		return nil
+	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// A new or restarted Redis: load it once, and read again.
+		if err := summaryScript.Load(ctx, r.client).Err(); err != nil {
+			return nil, fmt.Errorf("history: summaries: %w: %w", ErrUnavailable, err)
+		}
+		return r.Summaries(ctx, reads)
+	}
+	out := make([]Summary, len(reads))
+	for i, rd := range reads {
+		res, err := cmds[i].Slice()
+		if err != nil {
+			return nil, fmt.Errorf("history: summaries: %w: %w", ErrUnavailable, err)
+		}
+		if len(res) != 4 {
+			return nil, fmt.Errorf("history: summaries: unexpected script reply of %d items", len(res))
+		}
+		epoch, _ := res[0].(string)
+		seqStr, _ := res[1].(string)
+		llen, _ := res[2].(int64)
+		ev, _ := res[3].(int64)
+		pos, err := parsePosition(epoch, seqStr)
+		if err != nil {
+			return nil, fmt.Errorf("history: summaries %q: %w", rd.Room, err)
+		}
+		var oldest uint64
+		if llen > 0 && uint64(llen) <= pos.Seq {
+			oldest = pos.Seq - uint64(llen) + 1
+		}
+		out[i] = Summary{Position: pos, Unread: unread(pos, oldest, rd, int(ev))}
+	}
+	return out, nil
 }
 
 // parsePosition reads the fields of a meta hash; missing fields are empty.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"example.com/chat/pkg/history"
 )
 
 // ErrUnavailable reports that the bus cannot be reached. Callers surface it
@@ -82,6 +84,13 @@ type PublishOptions struct {
 	// to make go-redis's retry of a pipeline harmless: a short window
 	// keeps Redis from holding one key per message for minutes.
 	IdempotencyTTL time.Duration
+	// Effect, when not nil, makes the publish an event (an edit, delete
+	// or reaction) acting on an earlier message of the room: the broker
+	// applies it to the message's state in the same atomic step that
+	// stores the event, or stores nothing and fails with
+	// history.ErrTarget or history.ErrTooManyReactions (errors that are
+	// the request's, not ErrUnavailable). Not with Ephemeral.
+	Effect *history.Effect
 }
 
 // PublishResult says where a stored message landed.
@@ -93,6 +102,9 @@ type PublishResult struct {
 	// Duplicate is set when IdempotencyKey was already used; Seq is then the
 	// id the first publish got.
 	Duplicate bool
+	// Reacted is set when an OpReact event added its reaction; a toggle
+	// that removed it stored Effect.Off instead of the data.
+	Reacted bool
 }
 
 // Broker publishes to rooms and subscribes this node to them. Methods are

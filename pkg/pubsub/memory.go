@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"example.com/chat/pkg/history"
@@ -52,12 +53,15 @@ func (m *Memory) Publish(ctx context.Context, room string, data []byte, opts Pub
 	}
 	// Delivering inside Append's callback keeps the room locked, so
 	// concurrent publishes reach the handler in sequence order.
-	res := m.log.Append(room, data, opts.IdempotencyKey, func(r history.AppendResult) {
+	res, err := m.log.AppendEvent(room, data, opts.IdempotencyKey, opts.Effect, func(r history.AppendResult) {
 		if !r.Duplicate {
-			m.deliver(Envelope{Room: room, Seq: r.Entry.Seq, Epoch: r.Epoch, Data: data})
+			m.deliver(Envelope{Room: room, Seq: r.Entry.Seq, Epoch: r.Epoch, Data: r.Entry.Data})
 		}
 	})
-	return PublishResult{Seq: res.Entry.Seq, Epoch: res.Epoch, Duplicate: res.Duplicate}, nil
+	if err != nil {
+		return PublishResult{Epoch: res.Epoch}, fmt.Errorf("pubsub: publish %q: %w", room, err)
+	}
+	return PublishResult{Seq: res.Entry.Seq, Epoch: res.Epoch, Duplicate: res.Duplicate, Reacted: res.Reacted}, nil
 }
 
 // Submit implements Submitter. The publish runs at once, in the caller's

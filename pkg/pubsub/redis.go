@@ -161,20 +161,38 @@ func (b *Redis) Sync(ctx context.Context, room string) error { return b.sub.sync
 
 // publishScript stores a message and publishes it in one atomic step.
 //
-//	KEYS[1] meta hash, KEYS[2] log list, KEYS[3] idempotency key (optional)
+//	KEYS[1] meta hash, KEYS[2] log list, KEYS[3] idempotency key (optional
+//	for a message; an event always has one)
 //	ARGV[1] data, ARGV[2] epoch to create if the room has none,
 //	ARGV[3] history size, ARGV[4] history TTL (ms),
 //	ARGV[5] idempotency TTL (ms), ARGV[6] channel
 //
-// It returns {seq, epoch, duplicate (0 or 1)}. A duplicate refreshes its
+// An event (an edit, delete or reaction: see history.Effect) has more:
+//
+//	KEYS[4] state hash, KEYS[5] events sorted set, KEYS[6] the target's
+//	reactions set
+//	ARGV[7] op ("edit", "delete", "react"), ARGV[8] target seq,
+//	ARGV[9] target epoch, ARGV[10] new text or emoji,
+//	ARGV[11] reactions member ("<emoji>\n<user>"), ARGV[12] the data of a
+//	reaction toggle that removes, ARGV[13] history.MaxReactions
+//
+// It returns {seq, epoch, result, reacted}: result 0 stored, 1 duplicate,
+// 2 the event's target is not in the log or was deleted, 3 too many
+// reactions (nothing stored for 2 and 3); reacted is 1 when a reaction
+// toggle added. A duplicate refreshes its
 // idempotency key: that write, replicated after the original message,
 // lets the WAIT of RedisConfig.MinReplicas prove the original replicated
 // too (WAIT counts the connection's own last write). A room without meta has lost
 // its log (expired, evicted, or Redis restarted): its new epoch starts on an
-// empty list. The idempotency key remembers "<epoch>:<seq>", so a key from a
+// empty list and no state. The idempotency key remembers "<epoch>:<seq>", so a key from a
 // lost epoch does not turn a new message into a duplicate of a message that
 // is gone; one from the epoch a failover rotated away from (meta's "prev",
 // see history.Rotator) still names its message, which the new epoch kept.
+//
+// Once a room had an event (meta "ev"), each publish also drops the state,
+// event id and reactions of the entry the trim pushed out of the log, so
+// they are bounded by the log; rooms without events pay nothing for it.
+// Those keys are named from the meta key, in the room's slot.
 // Seq is formatted with %d: Lua's default number formatting turns
 // large integers into exponent notation.
 var publishScript = redis.NewScript(publishSource)
@@ -182,11 +200,14 @@ var publishScript = redis.NewScript(publishSource)
 // publishSource is the text of publishScript. RedisCluster runs it with
 // SPUBLISH in place of PUBLISH (see shardedPublishScript).
 const publishSource = `
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'ev')
+local epoch = meta[1]
+local base = string.sub(KEYS[1], 1, -5)
 if not epoch then
   epoch = ARGV[2]
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], base .. 'state', base .. 'evs')
   redis.call('HSET', KEYS[1], 'epoch', epoch)
+  meta[2] = false
 end
 if KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
@@ -195,20 +216,84 @@ if KEYS[3] then
     local was = string.sub(seen, 1, (sep or 1) - 1)
     if sep and (was == epoch or was == redis.call('HGET', KEYS[1], 'prev')) then
       redis.call('PEXPIRE', KEYS[3], ARGV[5])
-      return {string.sub(seen, sep + 1), epoch, 1}
+      return {string.sub(seen, sep + 1), epoch, 1, 0}
     end
   end
 end
+local data = ARGV[1]
+local op = ARGV[7]
+local st, reacted = nil, 0
+if op then
+  local head = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+  local target = tonumber(ARGV[8])
+  if ARGV[9] ~= epoch or target < 1 or target > head or head - target >= redis.call('LLEN', KEYS[2]) then
+    return {'0', epoch, 2, 0}
+  end
+  local raw = redis.call('HGET', KEYS[4], ARGV[8])
+  st = {}
+  if raw then st = cjson.decode(raw) end
+  if st.d then
+    return {'0', epoch, 2, 0}
+  end
+  if op == 'edit' then
+    st.t = ARGV[10]
+    st.e = true
+  elseif op == 'delete' then
+    st = {d = true}
+    redis.call('DEL', KEYS[6])
+  else
+    local r = st.r or {}
+    if redis.call('SISMEMBER', KEYS[6], ARGV[11]) == 1 then
+      redis.call('SREM', KEYS[6], ARGV[11])
+      local n = (r[ARGV[10]] or 1) - 1
+      if n > 0 then r[ARGV[10]] = n else r[ARGV[10]] = nil end
+      data = ARGV[12]
+    else
+      if not r[ARGV[10]] then
+        local kinds = 0
+        for _ in pairs(r) do kinds = kinds + 1 end
+        if kinds >= tonumber(ARGV[13]) then
+          return {'0', epoch, 3, 0}
+        end
+      end
+      redis.call('SADD', KEYS[6], ARGV[11])
+      r[ARGV[10]] = (r[ARGV[10]] or 0) + 1
+      reacted = 1
+    end
+    redis.call('PEXPIRE', KEYS[6], ARGV[4])
+    if next(r) == nil then st.r = nil else st.r = r end
+  end
+end
 local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
-redis.call('LPUSH', KEYS[2], seq .. ':' .. ARGV[1])
+redis.call('LPUSH', KEYS[2], seq .. ':' .. data)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if st then
+  st.v = seq
+  redis.call('HSET', KEYS[4], ARGV[8], cjson.encode(st))
+  redis.call('ZADD', KEYS[5], seq, seq)
+  if not meta[2] then
+    redis.call('HSET', KEYS[1], 'ev', '1')
+    meta[2] = '1'
+  end
+end
+if meta[2] then
+  local gone = tonumber(seq) - tonumber(ARGV[3])
+  if gone > 0 then
+    local g = string.format('%d', gone)
+    redis.call('HDEL', base .. 'state', g)
+    redis.call('ZREMRANGEBYSCORE', base .. 'evs', '-inf', g)
+    redis.call('DEL', base .. 'rx:' .. epoch .. ':' .. g)
+  end
+  redis.call('PEXPIRE', base .. 'state', ARGV[4])
+  redis.call('PEXPIRE', base .. 'evs', ARGV[4])
+end
 if KEYS[3] then
   redis.call('SET', KEYS[3], epoch .. ':' .. seq, 'PX', ARGV[5])
 end
-redis.call('PUBLISH', ARGV[6], epoch .. ':' .. seq .. ':' .. ARGV[1])
-return {seq, epoch, 0}
+redis.call('PUBLISH', ARGV[6], epoch .. ':' .. seq .. ':' .. data)
+return {seq, epoch, 0, reacted}
 `
 
 // Publish implements Broker: Submit, then Wait.
@@ -229,17 +314,24 @@ func (b *Redis) Submit(ctx context.Context, room string, data []byte, opts Publi
 }
 
 func parsePublishReply(reply []any) (PublishResult, error) {
-	if len(reply) != 3 {
+	if len(reply) != 4 {
 		return PublishResult{}, fmt.Errorf("unexpected script reply of %d items", len(reply))
 	}
 	seqStr, _ := reply[0].(string)
 	epoch, _ := reply[1].(string)
-	dup, _ := reply[2].(int64)
+	result, _ := reply[2].(int64)
+	reacted, _ := reply[3].(int64)
+	switch result {
+	case 2:
+		return PublishResult{Epoch: epoch}, history.ErrTarget
+	case 3:
+		return PublishResult{Epoch: epoch}, history.ErrTooManyReactions
+	}
 	seq, err := strconv.ParseUint(seqStr, 10, 64)
 	if err != nil || seq == 0 || epoch == "" {
 		return PublishResult{}, fmt.Errorf("unexpected script reply %q", reply)
 	}
-	return PublishResult{Seq: seq, Epoch: epoch, Duplicate: dup == 1}, nil
+	return PublishResult{Seq: seq, Epoch: epoch, Duplicate: result == 1, Reacted: reacted == 1}, nil
 }
 
 // The payload of a room channel's message is

@@ -57,13 +57,24 @@ func newPublishReq(ctx context.Context, k history.Keys, room string, data []byte
 		return r
 	}
 	r.keys = []string{k.Meta(room), k.Log(room)}
-	if opts.IdempotencyKey != "" {
-		r.keys = append(r.keys, k.Idempotency(room, opts.IdempotencyKey))
+	idem := opts.IdempotencyKey
+	if idem == "" && opts.Effect != nil {
+		idem = "ev-" + newEpoch() // the script's event keys come after it
+	}
+	if idem != "" {
+		r.keys = append(r.keys, k.Idempotency(room, idem))
 	}
 	r.args = []any{data, newEpoch(), historySize,
 		historyTTL.Milliseconds(), idempotencyTTL(idemTTL, opts).Milliseconds(), r.channel}
+	if e := opts.Effect; e != nil {
+		r.keys = append(r.keys, k.State(room), k.Events(room), k.Reactions(room, e.Epoch, e.Target))
+		r.args = append(r.args, effectOps[e.Op], e.Target, e.Epoch, e.Text, e.Text+"\n"+e.User, e.Off, history.MaxReactions)
+	}
 	return r
 }
+
+// effectOps names history's Ops for the publish script.
+var effectOps = map[history.Op]string{history.OpEdit: "edit", history.OpDelete: "delete", history.OpReact: "react"}
 
 // enqueue puts r on the batcher's queue q, or completes it with an error
 // when ctx ends or closing closes first.

@@ -16,7 +16,7 @@ import (
 )
 
 // HistorySize is the per-room history cap the factory must configure.
-const HistorySize = 20
+const HistorySize = 40
 
 // Resetter makes a backend lose room's log, as an expiry or a Redis restart
 // without persistence would: for history.Memory its Reset, for Redis a DEL
@@ -424,6 +424,8 @@ func Run(t *testing.T, f Factory) {
 			t.Fatalf("since old epoch: %+v", p)
 		}
 	})
+
+	runState(t, f)
 
 	t.Run("Closed", func(t *testing.T) {
 		e := newEnv(t, f)
