@@ -141,4 +141,6 @@ type Store interface {
 	// in it, starts it or is added to it), the most recent first; at most
 	// MaxConversations are kept. limit <= 0 means all.
 	Conversations(ctx context.Context, user string, limit int) ([]string, error)
+	// Markers keeps the users' read markers (marker.go).
+	Markers
 }

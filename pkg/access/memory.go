@@ -20,7 +20,8 @@ type Memory struct {
 
 	mu    sync.Mutex
 	rooms map[string]*memRecord
-	users map[string]map[string]int64 // user -> room -> last activity (ms)
+	users map[string]map[string]int64  // user -> room -> last activity (ms)
+	marks map[string]map[string]Marker // user -> room -> read marker
 }
 
 type memRecord struct {
@@ -32,7 +33,7 @@ type memRecord struct {
 // NewMemory returns an empty Store. hasLog, when not nil, tells whether a
 // room already has messages (such a room cannot be made private).
 func NewMemory(hasLog func(room string) bool) *Memory {
-	return &Memory{hasLog: hasLog, rooms: make(map[string]*memRecord), users: make(map[string]map[string]int64)}
+	return &Memory{hasLog: hasLog, rooms: make(map[string]*memRecord), users: make(map[string]map[string]int64), marks: make(map[string]map[string]Marker)}
 }
 
 var _ Store = (*Memory)(nil)

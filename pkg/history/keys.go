@@ -30,6 +30,7 @@ const DefaultPrefix = "chat:"
 //	<prefix>{<room>}:members     set: the members of a private room or direct conversation
 //	<prefix>user:{<uid>}:rooms   sorted set: a user's conversations by last activity (ms);
 //	                             <uid> is UserID(user)
+//	<prefix>user:{<uid>}:read    hash: room -> "<epoch>:<seq>", the user's read markers
 //
 // The zero Keys uses DefaultPrefix.
 type Keys struct {
@@ -111,6 +112,12 @@ func (k Keys) Members(room string) string { return k.base(room) + "members" }
 // names scored by the user's last activity there (unix ms).
 func (k Keys) UserRooms(user string) string {
 	return k.Prefix() + "user:{" + UserID(user) + "}:rooms"
+}
+
+// UserReads returns the key of user's read markers, a hash of room names
+// to "<epoch>:<seq>" (see pkg/access).
+func (k Keys) UserReads(user string) string {
+	return k.Prefix() + "user:{" + UserID(user) + "}:read"
 }
 
 // UserID returns a fixed-size id of a user name fit for keys and room

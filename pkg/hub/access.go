@@ -10,6 +10,7 @@ import (
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/access"
+	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -328,7 +329,44 @@ func (h *Hub) Conversations(ctx context.Context, user string, limit int) ([]*api
 			kept = append(kept, c)
 		}
 	}
+	if err := h.addUnread(ctx, user, kept); err != nil {
+		return nil, &Error{Kind: KindUnavailable, Msg: "conversations are unavailable; retry", Err: err}
+	}
 	return kept, nil
+}
+
+// addUnread fills each conversation's read marker and unread count: one
+// read of the user's markers, then one pipeline of one small script per
+// room (history.Summarizer), which also refreshes the positions.
+func (h *Hub) addUnread(ctx context.Context, user string, cs []*api.Conversation) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	rooms := make([]string, len(cs))
+	for i, c := range cs {
+		rooms[i] = c.Room
+	}
+	marks, err := h.cfg.Access.Marks(ctx, user, rooms)
+	if err != nil {
+		return fmt.Errorf("hub: read markers: %w", err)
+	}
+	reads := make([]history.Read, len(cs))
+	for i, c := range cs {
+		mk := marks[c.Room]
+		reads[i] = history.Read{Room: c.Room, Epoch: mk.Epoch, Seq: mk.Seq}
+	}
+	sums, err := h.summaries(ctx, reads)
+	if err != nil {
+		return fmt.Errorf("hub: unread counts: %w", err)
+	}
+	for i, c := range cs {
+		c.LastSeq, c.Epoch = sums[i].Position.Seq, sums[i].Position.Epoch
+		c.Unread = int32(sums[i].Unread)
+		if mk := marks[c.Room]; mk.Epoch == c.Epoch {
+			c.ReadSeq = mk.Seq
+		}
+	}
+	return nil
 }
 
 // conversation reads room's entry in user's list: nil if the user may not
@@ -364,12 +402,7 @@ func (h *Hub) conversation(ctx context.Context, room, user string) (*api.Convers
 		}
 		c.Kind = d.Kind.String()
 	}
-	pos, err := h.cfg.History.Position(ctx, room)
-	if err != nil {
-		return nil, fmt.Errorf("hub: position of %q: %w", room, err)
-	}
-	c.LastSeq, c.Epoch = pos.Seq, pos.Epoch
-	return c, nil
+	return c, nil // addUnread fills the position
 }
 
 // touch records room as one of user's conversations, now; a personal
@@ -396,7 +429,15 @@ func (h *Hub) publishNotice(ctx context.Context, room string, kind api.Kind, use
 	if h.closed.Load() {
 		return errShuttingDown
 	}
-	m := &api.Message{User: user, Room: room, Kind: kind, Text: text, Ts: h.cfg.Now().UnixMilli()}
+	return h.publishRecord(ctx, room, &api.Message{User: user, Room: room, Kind: kind, Text: text, Ts: h.cfg.Now().UnixMilli()})
+}
+
+// publishRecord is publishNotice of a notice m made by the caller (as
+// KIND_READ, which also carries a seq and an epoch).
+func (h *Hub) publishRecord(ctx context.Context, room string, m *api.Message) error {
+	if h.closed.Load() {
+		return errShuttingDown
+	}
 	data, err := encodeRecord("", m)
 	if err != nil {
 		return errorf(KindInvalid, "notice cannot be encoded")

@@ -274,19 +274,19 @@ func TestHistoryAndPublishRefusals(t *testing.T) {
 	wantKind(t, err, hub.KindForbidden, []string{"personal channel"})
 
 	for _, user := range []string{"mallory", ""} {
-		msgs, _, _, err := h.History(ctx, dm, user, 0, 0)
+		page, err := h.History(ctx, hub.HistoryQuery{Room: dm, User: user})
 		wantKind(t, err, hub.KindForbidden, nil, "secret", "alice", "bob")
-		if msgs != nil {
-			t.Fatalf("History for %q returned %v", user, msgs)
+		if page != nil {
+			t.Fatalf("History for %q returned %v", user, page)
 		}
 	}
 	for _, user := range []string{"alice", "bob"} {
-		msgs, _, _, err := h.History(ctx, dm, user, 0, 0)
-		if err != nil || len(msgs) != 1 || msgs[0].GetText() != "secret" {
-			t.Fatalf("History for %s = %v, %v", user, msgs, err)
+		page, err := h.History(ctx, hub.HistoryQuery{Room: dm, User: user})
+		if err != nil || len(page.GetMessages()) != 1 || page.GetMessages()[0].GetText() != "secret" {
+			t.Fatalf("History for %s = %v, %v", user, page, err)
 		}
 	}
-	if _, _, _, err := h.History(ctx, "general", "", 0, 0); err != nil {
+	if _, err := h.History(ctx, hub.HistoryQuery{Room: "general"}); err != nil {
 		t.Fatalf("public history without a user: %v", err)
 	}
 
@@ -301,13 +301,13 @@ func TestHistoryAndPublishRefusals(t *testing.T) {
 	must(t, err)
 	_, err = h.Publish(ctx, &api.Message{User: "bob", Room: "team", Text: "out"})
 	wantKind(t, err, hub.KindForbidden, []string{"private"})
-	_, _, _, err = h.History(ctx, "team", "bob", 0, 0)
+	_, err = h.History(ctx, hub.HistoryQuery{Room: "team", User: "bob"})
 	wantKind(t, err, hub.KindForbidden, []string{"private"})
 
 	// The store down: refused, not let through.
 	down := newHub(t, func(c *hub.Config) { c.Access = failingAccess{access.NewMemory(nil)} })
 	_, err = down.hub.Publish(ctx, &api.Message{User: "bob", Room: "general", Text: "x"})
 	wantKind(t, err, hub.KindUnavailable, []string{"retry"})
-	_, _, _, err = down.hub.History(ctx, "general", "", 0, 0)
+	_, err = down.hub.History(ctx, hub.HistoryQuery{Room: "general"})
 	wantKind(t, err, hub.KindUnavailable, []string{"retry"})
 }

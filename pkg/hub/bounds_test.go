@@ -174,14 +174,18 @@ func TestReplayIsBoundedInBytes(t *testing.T) {
 	if strings.Join(got, "") != "hij" {
 		t.Fatalf("replayed %v, want the newest that fit: h i j", got)
 	}
-	msgs, _, truncated, err := e.hub.History(context.Background(), "", "", 0, 0)
-	if err != nil || !truncated || len(msgs) != 3 || msgs[0].GetText()[:1] != "h" {
-		t.Fatalf("REST history: %d messages, truncated %v, err %v", len(msgs), truncated, err)
+	// The newest page keeps its newest messages and says where to go on
+	// (first_seq; not at the log's start).
+	page, err := e.hub.History(context.Background(), hub.HistoryQuery{})
+	msgs := page.GetMessages()
+	if err != nil || page.GetAtStart() || page.GetTruncated() || len(msgs) != 3 || msgs[0].GetText()[:1] != "h" || page.GetFirstSeq() != msgs[0].GetSeq() {
+		t.Fatalf("REST history: %d messages, %+v, err %v", len(msgs), page, err)
 	}
 	// Paging forward ends the page early instead of skipping.
-	msgs, _, _, err = e.hub.History(context.Background(), "", "", 0, 1)
-	if err != nil || len(msgs) != 3 || msgs[0].GetSeq() != 2 {
-		t.Fatalf("forward page: %d messages from seq %d, err %v", len(msgs), msgs[0].GetSeq(), err)
+	page, err = e.hub.History(context.Background(), hub.HistoryQuery{AfterSeq: 1})
+	msgs = page.GetMessages()
+	if err != nil || len(msgs) != 3 || msgs[0].GetSeq() != 2 || page.GetLastSeq() != 4 {
+		t.Fatalf("forward page: %d messages, %+v, err %v", len(msgs), page, err)
 	}
 }
 

@@ -54,6 +54,12 @@ type Config struct {
 	// HistorySize is the most messages replayed on join (the -history-size
 	// flag). Zero means 100.
 	HistorySize int
+	// LogSize is how many entries the store keeps per room (the -log-size
+	// flag: the broker's and the store's own setting, which the hub only
+	// reads): a resume replays up to that many, so that a client that was
+	// away for more than HistorySize messages still resumes without a
+	// gap. Zero, or less than HistorySize, means HistorySize.
+	LogSize int
 	// MaxTextBytes is the largest text a message may carry. Zero means 16 KiB.
 	MaxTextBytes int
 	// MaxQueueBytes is how many bytes of frames may wait for one slow
@@ -176,6 +182,7 @@ func (c *Config) setDefaults() {
 	if c.HistorySize <= 0 {
 		c.HistorySize = 100
 	}
+	c.LogSize = max(c.LogSize, c.HistorySize)
 	if c.MaxTextBytes <= 0 {
 		c.MaxTextBytes = 16 << 10
 	}

@@ -33,6 +33,7 @@ func JoinFrom(first *api.Message, transport string, id *Identity) JoinOptions {
 		AfterSeq:  j.GetAfterSeq(),
 		Epoch:     j.GetEpoch(),
 		Personal:  j.GetPersonal(),
+		Changes:   j.GetChanges(),
 	}
 	for i, r := range j.GetRooms() {
 		if i == maxJoinRooms {
@@ -54,15 +55,19 @@ func subOptions(room string, history int32, noHistory bool, after uint64, epoch 
 	return SubOptions{Room: room, History: int(history), NoHistory: noHistory, AfterSeq: after, Epoch: epoch}
 }
 
-// IsControl reports whether m asks the stream to subscribe to or leave a
-// room (Session.Control) rather than to send.
+// IsControl reports whether m is a request to the stream (subscribe to or
+// leave a room, mark a room read, ask for a history page: Session.Control)
+// rather than a send.
 func IsControl(m *api.Message) bool {
-	k := m.GetKind()
-	return k == api.Kind_KIND_SUBSCRIBE || k == api.Kind_KIND_UNSUBSCRIBE
+	switch m.GetKind() {
+	case api.Kind_KIND_SUBSCRIBE, api.Kind_KIND_UNSUBSCRIBE, api.Kind_KIND_READ, api.Kind_KIND_PAGE:
+		return true
+	}
+	return false
 }
 
 // Control handles a KIND_SUBSCRIBE (with the options in m.Join) or
-// KIND_UNSUBSCRIBE of m.Room. An event session is told of a refusal by an
+// KIND_UNSUBSCRIBE of m.Room, a KIND_READ (MarkRead) or a KIND_PAGE (Page). An event session is told of a refusal by an
 // error event naming the room and carrying m's client_id, and Control
 // returns nil: the stream goes on. A session without events cannot be
 // told, so Control returns the error, for the edge to end the stream as
@@ -75,6 +80,10 @@ func (s *Session) Control(ctx context.Context, m *api.Message) error {
 		err = s.Subscribe(ctx, subOptions(m.GetRoom(), j.GetHistory(), j.GetNoHistory(), j.GetAfterSeq(), j.GetEpoch()))
 	case api.Kind_KIND_UNSUBSCRIBE:
 		err = s.Unsubscribe(m.GetRoom(), "unsubscribed")
+	case api.Kind_KIND_READ:
+		return s.MarkRead(ctx, m)
+	case api.Kind_KIND_PAGE:
+		return s.Page(ctx, m)
 	default:
 		err = errorf(KindInvalid, "kind %s is not a subscription request", m.GetKind())
 	}

@@ -28,6 +28,9 @@ const (
 	// KindConflict is a request to create what already exists, such as a
 	// private room whose name is taken (AlreadyExists, HTTP 409).
 	KindConflict
+	// KindNotFound is a request about what does not exist (any more), such
+	// as an edit of a message the log no longer holds (NotFound, HTTP 404).
+	KindNotFound
 )
 
 // Error is an error meant for the client: Msg is safe to show.
@@ -125,7 +128,7 @@ func (r CloseReason) flushes() bool {
 func CloseReasonForError(err error) CloseReason {
 	if e := AsError(err); e != nil {
 		switch e.Kind {
-		case KindInvalid, KindForbidden, KindConflict:
+		case KindInvalid, KindForbidden, KindConflict, KindNotFound:
 			return CloseInvalidInput
 		case KindTooLarge:
 			return CloseTooLarge

@@ -22,6 +22,9 @@ type Frame struct {
 	size   int    // see Size
 	origin string // the publishing session's tag; never sent
 	replay bool   // from history, not live: no fan-out lag to measure
+	// quiet frames (an edit, delete or reaction, a tombstone) go only to
+	// sessions with changes; event frames go to their origin too.
+	quiet, event bool
 
 	jsonOnce  sync.Once
 	json      []byte
@@ -33,7 +36,8 @@ type Frame struct {
 
 // NewFrame wraps m, which the caller must not modify afterwards.
 func NewFrame(m *api.Message) *Frame {
-	return &Frame{msg: m, size: frameSize(m)}
+	ev := isStateEvent(m.Kind)
+	return &Frame{msg: m, size: frameSize(m), event: ev, quiet: ev || m.Deleted}
 }
 
 // Message returns the frame's message. Callers must not modify it.
@@ -56,6 +60,14 @@ func frameSize(m *api.Message) int {
 		jsonLen(m.GetClientId()) + jsonLen(m.GetEpoch())
 	if e := m.GetError(); e != nil {
 		n += jsonLen(e.GetMessage())
+	}
+	for _, r := range m.GetReactions() {
+		n += 32 + jsonLen(r.GetEmoji())
+	}
+	if p := m.GetPage(); p != nil {
+		for _, pm := range p.GetMessages() {
+			n += frameSize(pm)
+		}
 	}
 	return n
 }

@@ -157,6 +157,7 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 		user:      o.User,
 		transport: o.Transport,
 		events:    o.Events,
+		changes:   o.Events && o.Changes,
 		mayJoin:   o.MayJoin,
 		t:         t,
 		wake:      make(chan struct{}, 1),
@@ -234,7 +235,7 @@ func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Fr
 	case o.AfterSeq > 0 || o.Epoch != "":
 		// A resume replays everything missed, in pages if need be; the cap
 		// is the log's own size.
-		page, err = h.cfg.History.Since(ctx, room, o.Epoch, o.AfterSeq, h.cfg.HistorySize)
+		page, err = h.cfg.History.Since(ctx, room, o.Epoch, o.AfterSeq, h.cfg.LogSize)
 	case o.NoHistory:
 		page, err = h.cfg.History.Recent(ctx, room, 0)
 	default:
@@ -252,6 +253,20 @@ func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Fr
 	}
 	frames := make([]*Frame, 0, len(page.Entries))
 	for _, e := range page.Entries {
+		if e.State != nil {
+			// A message events acted on is shown as it stands, in a
+			// frame of its own: the cache holds messages as sent.
+			f, err := h.storedFrame(room, page.Position.Epoch, e.Seq, e.Data)
+			if err != nil {
+				h.log.Error("skipping malformed history entry", "room", room, "seq", e.Seq, "err", err)
+				continue
+			}
+			origin := f.origin
+			f = NewFrame(applyState(f.msg, e.State))
+			f.origin, f.replay = origin, true
+			frames = append(frames, f)
+			continue
+		}
 		var f *Frame
 		if r != nil {
 			f = r.cache.get(page.Position.Epoch, e.Seq)

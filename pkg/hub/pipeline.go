@@ -138,12 +138,12 @@ func (s *Session) PublishAsync(ctx context.Context, in *api.Message, done func(e
 	h.wg.Add(1)
 	s.mu.Unlock()
 	h.metrics.inflight.Inc()
-	m, err := s.prepare(ctx, in)
+	m, eff, err := s.prepare(ctx, in)
 	if err != nil {
 		s.settle()
 		return err
 	}
-	s.push(&answer{c: h.submit(ctx, s.origin, m), done: done})
+	s.push(&answer{c: h.submit(ctx, s.origin, m, eff), done: done})
 	return nil
 }
 
@@ -246,15 +246,17 @@ func (s *Session) finish(a *answer) {
 	m := a.c.m
 	switch {
 	case err == nil:
-		if s.events && m.Kind == api.Kind_KIND_MESSAGE {
+		if s.events && (m.Kind == api.Kind_KIND_MESSAGE || isStateEvent(m.Kind)) {
 			s.sendOwn(NewFrame(&api.Message{
-				Kind:     api.Kind_KIND_ACK,
-				User:     s.user,
-				Room:     m.Room,
-				Ts:       m.Ts,
-				Seq:      res.Seq,
-				Epoch:    res.Epoch,
-				ClientId: m.ClientId,
+				Kind:      api.Kind_KIND_ACK,
+				User:      s.user,
+				Room:      m.Room,
+				Ts:        m.Ts,
+				Seq:       res.Seq,
+				Epoch:     res.Epoch,
+				ClientId:  m.ClientId,
+				TargetSeq: m.TargetSeq,
+				Reacted:   res.Reacted,
 			}))
 		}
 		if a.done != nil {

@@ -8,6 +8,7 @@ import (
 
 	"example.com/chat/api"
 	"example.com/chat/pkg/access"
+	"example.com/chat/pkg/history"
 	"example.com/chat/pkg/pubsub"
 )
 
@@ -38,32 +39,42 @@ func (s *Session) Publish(ctx context.Context, in *api.Message) error {
 
 // prepare runs the checks of a client's send (kind, size, client id, rate)
 // and builds the record to publish.
-func (s *Session) prepare(ctx context.Context, in *api.Message) (*api.Message, error) {
+func (s *Session) prepare(ctx context.Context, in *api.Message) (*api.Message, *history.Effect, error) {
 	h := s.hub
 	kind := in.GetKind()
 	if kind == api.Kind_KIND_MESSAGE && (in.GetText() == typingCommand || in.GetText() == "/me is typing...") {
 		kind = api.Kind_KIND_TYPING
 	}
-	switch kind {
-	case api.Kind_KIND_MESSAGE, api.Kind_KIND_TYPING:
+	switch {
+	case kind == api.Kind_KIND_MESSAGE, kind == api.Kind_KIND_TYPING:
+	case isStateEvent(kind) && s.events:
+		if err := validateEvent(in, h.cfg.MaxTextBytes); err != nil {
+			return nil, nil, err
+		}
 	default:
-		return nil, errorf(KindInvalid, "kind %s cannot be sent by a client", kind)
+		return nil, nil, errorf(KindInvalid, "kind %s cannot be sent by a client", kind)
 	}
 	if err := validateText(in.GetText(), h.cfg.MaxTextBytes); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := validateClientID(in.GetClientId()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if kind == api.Kind_KIND_MESSAGE && in.GetText() == "" {
-		return nil, errorf(KindInvalid, "text is empty")
+		return nil, nil, errorf(KindInvalid, "text is empty")
 	}
 	b, err := s.sendSub(in.GetRoom())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.allow(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var eff *history.Effect
+	if isStateEvent(kind) {
+		if eff, err = h.eventEffect(ctx, b.room.name, s.user, in); err != nil {
+			return nil, nil, err
+		}
 	}
 	if !b.touched {
 		// The room becomes one of the user's conversations (once per
@@ -81,11 +92,16 @@ func (s *Session) prepare(ctx context.Context, in *api.Message) (*api.Message, e
 		Kind:     kind,
 		ClientId: in.GetClientId(),
 	}
-	if kind == api.Kind_KIND_TYPING {
+	switch {
+	case kind == api.Kind_KIND_TYPING:
 		m.Text = ""
 		m.ClientId = ""
+	case eff != nil:
+		m.TargetSeq = eff.Target
+		m.Text = eff.Text
+		m.Reacted = eff.Op == history.OpReact // the toggle's "off" twin is made at submit
 	}
-	return m, nil
+	return m, eff, nil
 }
 
 // abuseLimit is how many sends in a row may be refused for rate before the
@@ -140,14 +156,24 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 	if err != nil {
 		return nil, err
 	}
+	kind := m.GetKind()
+	switch {
+	case kind == api.Kind_KIND_MESSAGE:
+		if m.GetText() == "" {
+			return nil, errorf(KindInvalid, "text is empty")
+		}
+	case isStateEvent(kind):
+		if err := validateEvent(m, h.cfg.MaxTextBytes); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errorf(KindInvalid, "kind %s cannot be sent this way", kind)
+	}
 	if err := validateText(m.GetText(), h.cfg.MaxTextBytes); err != nil {
 		return nil, err
 	}
 	if err := validateClientID(m.GetClientId()); err != nil {
 		return nil, err
-	}
-	if m.GetText() == "" {
-		return nil, errorf(KindInvalid, "text is empty")
 	}
 	d, err := h.cfg.SendLimiter.Allow(ctx, user, h.cfg.Now())
 	if err != nil {
@@ -161,11 +187,21 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 		return nil, err
 	}
 	out := &api.Message{User: user, Text: m.GetText(), Ts: h.cfg.Now().UnixMilli(), Room: room, ClientId: m.GetClientId()}
-	res, err := h.publish(ctx, "", out)
+	var eff *history.Effect
+	if isStateEvent(kind) {
+		if eff, err = h.eventEffect(ctx, room, user, m); err != nil {
+			return nil, err
+		}
+		out.Kind, out.TargetSeq, out.Text, out.Reacted = kind, eff.Target, eff.Text, eff.Op == history.OpReact
+	}
+	res, err := h.publish(ctx, "", out, eff)
 	if err != nil {
 		return nil, err
 	}
 	out.Seq, out.Epoch = res.Seq, res.Epoch
+	if eff != nil && eff.Op == history.OpReact {
+		out.Reacted = res.Reacted
+	}
 	tctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
 	if err := h.touch(tctx, user, room); err != nil {
@@ -178,15 +214,14 @@ func (h *Hub) Publish(ctx context.Context, m *api.Message) (*api.Message, error)
 // bus's answer: validate, encode, build the options, call the broker
 // within PublishTimeout, map its error for the client. submit is the same
 // without the wait.
-func (h *Hub) publish(ctx context.Context, origin string, m *api.Message) (pubsub.PublishResult, error) {
+func (h *Hub) publish(ctx context.Context, origin string, m *api.Message, eff *history.Effect) (pubsub.PublishResult, error) {
 	if h.closed.Load() {
 		return pubsub.PublishResult{}, errShuttingDown
 	}
-	data, err := encodeRecord(origin, m)
+	data, opts, err := h.encodePublish(origin, m, eff)
 	if err != nil {
-		return pubsub.PublishResult{}, errorf(KindInvalid, "message cannot be encoded")
+		return pubsub.PublishResult{}, err
 	}
-	opts := h.publishOptions(m)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
 	if err := h.gatePublish(ctx, opts); err != nil {
@@ -215,15 +250,14 @@ func (h *Hub) gatePublish(ctx context.Context, opts pubsub.PublishOptions) error
 // log) and returns the completion that waits for the answer and maps it as
 // publish does. A Broker that is not a pubsub.Submitter is called
 // synchronously.
-func (h *Hub) submit(ctx context.Context, origin string, m *api.Message) *completion {
+func (h *Hub) submit(ctx context.Context, origin string, m *api.Message, eff *history.Effect) *completion {
 	if h.closed.Load() {
 		return &completion{m: m, err: errShuttingDown}
 	}
-	data, err := encodeRecord(origin, m)
+	data, opts, err := h.encodePublish(origin, m, eff)
 	if err != nil {
-		return &completion{m: m, err: errorf(KindInvalid, "message cannot be encoded")}
+		return &completion{m: m, err: err}
 	}
-	opts := h.publishOptions(m)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	if err := h.gatePublish(ctx, opts); err != nil {
 		cancel()
@@ -240,6 +274,28 @@ func (h *Hub) submit(ctx context.Context, origin string, m *api.Message) *comple
 
 // errShuttingDown refuses a publish once Shutdown began.
 var errShuttingDown = &Error{Kind: KindClosed, Msg: "node is shutting down; message not sent, retry elsewhere"}
+
+// encodePublish returns the record and the broker options of m's publish
+// with effect eff (nil: a message or typing). A reaction toggle carries
+// its "removed" twin in eff.Off, for the store to pick.
+func (h *Hub) encodePublish(origin string, m *api.Message, eff *history.Effect) ([]byte, pubsub.PublishOptions, error) {
+	data, err := encodeRecord(origin, m)
+	if err != nil {
+		return nil, pubsub.PublishOptions{}, errorf(KindInvalid, "message cannot be encoded")
+	}
+	opts := h.publishOptions(m)
+	if eff != nil {
+		if eff.Op == history.OpReact {
+			off := cloneMessage(m)
+			off.Reacted = false
+			if eff.Off, err = encodeRecord(origin, off); err != nil {
+				return nil, pubsub.PublishOptions{}, errorf(KindInvalid, "message cannot be encoded")
+			}
+		}
+		opts.Effect = eff
+	}
+	return data, opts, nil
+}
 
 // publishOptions returns the broker options of m's publish.
 func (h *Hub) publishOptions(m *api.Message) pubsub.PublishOptions {
@@ -263,6 +319,9 @@ func (h *Hub) publishOptions(m *api.Message) pubsub.PublishOptions {
 // maps its error for the client.
 func (h *Hub) answered(m *api.Message, opts pubsub.PublishOptions, start time.Time, res pubsub.PublishResult, err error) (pubsub.PublishResult, error) {
 	if err != nil {
+		if e := effectError(m, err); e != nil {
+			return res, e // refused, nothing stored
+		}
 		h.metrics.publishErrors.Inc()
 		// The script may have run even though no answer came (a timeout, a
 		// connection lost after the write): the sender must not be told it
@@ -281,52 +340,6 @@ func (h *Hub) answered(m *api.Message, opts pubsub.PublishOptions, start time.Ti
 		h.metrics.publishSeconds.Observe(h.cfg.Now().Sub(start).Seconds())
 	}
 	return res, nil
-}
-
-// History returns a room's recent stored messages, oldest first, for the
-// REST route. limit is capped at HistorySize; afterSeq > 0 pages forward.
-// user is the reader: a public room needs none (empty), a private room or
-// direct conversation is read by its members only (MayUse); the edge has
-// checked that user is the caller.
-func (h *Hub) History(ctx context.Context, room, user string, limit int, afterSeq uint64) ([]*api.Message, string, bool, error) {
-	room, err := NormalizeRoom(room)
-	if err != nil {
-		return nil, "", false, err
-	}
-	if user != "" {
-		if user, err = NormalizeUser(user); err != nil {
-			return nil, "", false, err
-		}
-	}
-	if _, err := h.mayUse(ctx, room, user); err != nil {
-		return nil, "", false, err
-	}
-	if limit <= 0 || limit > h.cfg.HistorySize {
-		limit = h.cfg.HistorySize
-	}
-	frames, epoch, truncated, err := h.replay(ctx, room, JoinOptions{History: limit, AfterSeq: afterSeq})
-	if err != nil {
-		return nil, "", false, err
-	}
-	if len(frames) > limit {
-		frames = frames[:limit]
-	}
-	// A client that never reads the answer must not pin more than a
-	// replay's worth of memory (text of control characters grows 6-fold in
-	// JSON).
-	cut := false
-	if afterSeq > 0 {
-		// Paging forward: the client goes on from the last id it got, so
-		// the page ends early instead of missing its oldest messages.
-		frames = boundPage(frames, h.cfg.MaxReplayBytes)
-	} else {
-		frames, cut = boundReplay(frames, h.cfg.MaxReplayBytes)
-	}
-	out := make([]*api.Message, 0, len(frames))
-	for _, f := range frames {
-		out = append(out, f.msg)
-	}
-	return out, epoch, truncated || cut, nil
 }
 
 // SendError queues an error event for this session about the message with

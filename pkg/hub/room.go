@@ -572,9 +572,10 @@ func (h *Hub) fanoutEvent(r *room, env pubsub.Envelope) {
 	case api.Kind_KIND_UNSUBSCRIBED:
 		h.removed(r, m.User)
 		return
-	case api.Kind_KIND_INVITE:
+	case api.Kind_KIND_INVITE, api.Kind_KIND_READ:
 		// On a personal channel: the frame names the room waiting for
-		// the user (the notice's text), not the channel.
+		// the user, or whose read marker moved (the notice's text), not
+		// the channel.
 		m.Room, m.Text = m.Text, ""
 		if _, err := NormalizeRoom(m.Room); err != nil || m.Room == "" {
 			h.log.Error("dropping malformed invitation", "room", r.name)

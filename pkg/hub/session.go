@@ -60,6 +60,11 @@ type JoinOptions struct {
 	// in an error event naming it; the join still succeeds.
 	Rooms    []SubOptions
 	Personal bool
+	// Changes also delivers edits, deletes and reactions (KIND_EDIT,
+	// KIND_DELETE, KIND_REACTION) and deleted messages as tombstones;
+	// without it the session sees messages only (see state.go). Needs
+	// Events.
+	Changes bool
 
 	// Admission, when set, is the slot Admit reserved for this connection:
 	// Join takes it over, or releases it if the join fails. Nil takes a new
@@ -79,6 +84,7 @@ type Session struct {
 	primary   *sub // the room the stream joined; set by Join before any delivery
 	transport string
 	events    bool
+	changes   bool                   // Events and JoinOptions.Changes
 	mayJoin   func(room string) bool // the token's rooms claim; nil: every room
 	t         Transport
 	log       *slog.Logger

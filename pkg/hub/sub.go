@@ -236,8 +236,11 @@ func (b *sub) deliverStoredLocked(f *Frame) (slow bool) {
 		}
 	}
 	b.lastSeq = m.Seq
-	if f.origin == s.origin {
+	if f.quiet && !s.changes {
 		return false
+	}
+	if f.origin == s.origin && !f.event {
+		return false // the sender has its ack
 	}
 	return s.enqueueLocked(f)
 }

@@ -49,6 +49,8 @@ func (e *Error) Code() codes.Code {
 		return codes.PermissionDenied
 	case KindConflict:
 		return codes.AlreadyExists
+	case KindNotFound:
+		return codes.NotFound
 	default:
 		return codes.Unavailable
 	}

@@ -41,7 +41,7 @@ type backends struct {
 func openBackends(ctx context.Context, cfg Config, log *slog.Logger) (*backends, error) {
 	if cfg.RedisURL == "" {
 		log.Info("no -redis-url: running on the embedded in-memory backend (single node)")
-		mem := history.NewMemory(history.MemoryConfig{Size: cfg.HistorySize, TTL: cfg.HistoryTTL})
+		mem := history.NewMemory(history.MemoryConfig{Size: cfg.LogSize, TTL: cfg.HistoryTTL})
 		b := pubsub.NewMemory(mem)
 		return &backends{
 			name:     "memory",

@@ -17,6 +17,7 @@ type Config struct {
 	HTTPAddr      string
 	RedisURL      string
 	HistorySize   int
+	LogSize       int
 	HistoryTTL    time.Duration
 	MaxTextBytes  int
 	MaxQueueBytes int
@@ -157,6 +158,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	if c.HistorySize <= 0 {
 		return c, fmt.Errorf("node: -history-size must be positive")
 	}
+	if c.LogSize < 1 || c.LogSize > maxLogSize {
+		return c, fmt.Errorf("node: -log-size must be in [1, %d]", maxLogSize)
+	}
+	c.LogSize = max(c.LogSize, c.HistorySize)
 	if c.MaxInflight < 1 || c.MaxInflight > maxInflight {
 		return c, fmt.Errorf("node: -max-inflight-sends must be in [1, %d]", maxInflight)
 	}
@@ -197,7 +202,8 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis to join a cluster: redis://[user:pass@]host:port/db; a Redis Cluster as redis-cluster://[user:pass@]host1:port1,host2:port2,...[?prefix=P] (sharded pub/sub); a master watched by Redis Sentinel as redis-sentinel://[user:pass@]sentinel1:port1,sentinel2:port2,.../master-name[?db=N&prefix=P&sentinel_password=S] (follows failovers); empty runs on the embedded in-memory default")
 	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", 0, "acknowledge a message only once this many Redis replicas have it (WAIT after the publish, same round trip); otherwise the sender gets Unavailable \"may or may not be stored\" and retries with its client id. 0: off (acknowledged once the master stored it)")
 	fs.DurationVar(&c.RedisReplicaTimeout, "redis-replica-timeout", 500*time.Millisecond, "how long a publish waits for -redis-min-replicas replicas before the sender is answered Unavailable")
-	fs.IntVar(&c.HistorySize, "history-size", 100, "messages kept per room and replayed on join (last N)")
+	fs.IntVar(&c.HistorySize, "history-size", 100, "messages replayed on join (last N), and the largest history page")
+	fs.IntVar(&c.LogSize, "log-size", 1000, "entries (messages, edits, deletes, reactions) kept per room: how far back clients scroll and resume; at least -history-size, which it is raised to")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 24*time.Hour, "how long an idle room's history is kept (in Redis, or in memory without Redis)")
 	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 16<<10, "largest message text accepted, in bytes")
 	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 1<<20, "bytes queued for one client before it is disconnected as a slow consumer")
@@ -250,3 +256,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.IntVar(&c.ConnBurstPerIP, "conn-burst-per-ip", 40, "new TCP connections one client IP may open at once above -conn-rate-per-ip")
 	fs.StringVar(origins, "allowed-origins", "", "comma-separated extra origins (host patterns) allowed to open WebSockets; the page's own origin is always allowed")
 }
+
+// maxLogSize bounds -log-size: a room's log is one Redis list (or ring in
+// memory) read by index.
+const maxLogSize = 1_000_000

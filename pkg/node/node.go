@@ -94,6 +94,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		LeaveGrace:         cfg.LeaveGrace,
 		NodeID:             cfg.NodeID,
 		HistorySize:        cfg.HistorySize,
+		LogSize:            cfg.LogSize,
 		MaxTextBytes:       cfg.MaxTextBytes,
 		MaxQueueBytes:      cfg.MaxQueueBytes,
 		SendRate:           cfg.SendRate,

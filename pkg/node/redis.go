@@ -63,7 +63,7 @@ func redisBackends(ctx context.Context, cfg Config, log *slog.Logger, name strin
 	b := pubsub.NewRedis(pubsub.RedisConfig{
 		Client:         client,
 		Prefix:         prefix,
-		HistorySize:    cfg.HistorySize,
+		HistorySize:    cfg.LogSize,
 		HistoryTTL:     cfg.HistoryTTL,
 		MinReplicas:    cfg.RedisMinReplicas,
 		ReplicaTimeout: cfg.RedisReplicaTimeout,

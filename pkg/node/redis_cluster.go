@@ -117,7 +117,7 @@ func openRedisCluster(ctx context.Context, cfg Config, log *slog.Logger) (*backe
 	b := pubsub.NewRedisCluster(pubsub.RedisClusterConfig{
 		Client:      client,
 		Prefix:      u.Prefix,
-		HistorySize: cfg.HistorySize,
+		HistorySize: cfg.LogSize,
 		HistoryTTL:  cfg.HistoryTTL,
 		Logger:      log,
 

@@ -128,3 +128,19 @@ func (s *Server) RemoveMember(ctx context.Context, req *api.MemberRequest) (*api
 	}
 	return info, nil
 }
+
+// MarkRead implements chat.Chat.
+func (s *Server) MarkRead(ctx context.Context, req *api.MarkReadRequest) (*api.MarkReadResponse, error) {
+	if err := mayRead(ctx, req.GetRoom()); err != nil {
+		return nil, err
+	}
+	user, err := caller(ctx, req.GetUser())
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.cfg.Hub.MarkRead(ctx, user, req.GetRoom(), req.GetEpoch(), req.GetSeq())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return out, nil
+}

@@ -260,11 +260,12 @@ func (s *Server) History(ctx context.Context, req *api.HistoryRequest) (*api.His
 	if err != nil {
 		return nil, err
 	}
-	msgs, epoch, truncated, err := s.cfg.Hub.History(ctx, req.GetRoom(), user, int(req.GetLimit()), req.GetAfterSeq())
+	page, err := s.cfg.Hub.History(ctx, hub.HistoryQuery{Room: req.GetRoom(), User: user, Limit: int(req.GetLimit()),
+		AfterSeq: req.GetAfterSeq(), BeforeSeq: req.GetBeforeSeq(), Epoch: req.GetEpoch(), NewestFirst: req.GetNewestFirst()})
 	if err != nil {
 		return nil, Status(err)
 	}
-	return &api.HistoryResponse{Messages: msgs, Epoch: epoch, Truncated: truncated}, nil
+	return page, nil
 }
 
 // Send implements chat.Chat.

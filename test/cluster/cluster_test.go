@@ -66,7 +66,7 @@ func checkRoom(t *testing.T, nodes []node.Addrs, rm *roomMembers, acks []*api.Me
 func TestRoomsOnDifferentShards(t *testing.T) {
 	t.Parallel()
 	c := testutil.StartCluster(t, 3, 0)
-	nodes := startNodes(t, c, "-history-size", "500")
+	nodes := startNodes(t, c, "-history-size", "500", "-log-size", "500")
 	rooms, masters := roomsOnMasters(t, c, "s-")
 	var rms []*roomMembers
 	for i, room := range rooms {

@@ -31,7 +31,7 @@ func TestBlackHoledRedis(t *testing.T) {
 	_, p, _ := net.SplitHostPort(rs.Addr())
 	port, _ := strconv.Atoi(p)
 	const historySize, rooms = 50, 4
-	_, nodes := startProcs(t, bin, rs.Addr(), "bh", 3, "-history-size", strconv.Itoa(historySize))
+	_, nodes := startProcs(t, bin, rs.Addr(), "bh", 3, "-history-size", strconv.Itoa(historySize), "-log-size", strconv.Itoa(historySize))
 	ctx := t.Context()
 
 	type roomSet struct {

@@ -24,7 +24,7 @@ import (
 func TestThreeNodesOneBurst(t *testing.T) {
 	t.Parallel()
 	rs := testutil.StartRedis(t)
-	nodes := startNodes(t, rs, 3, "-history-size", "400")
+	nodes := startNodes(t, rs, 3, "-history-size", "400", "-log-size", "400")
 	room := newRoom()
 
 	var members []*chattest.Member
@@ -95,7 +95,7 @@ func TestLateJoinerAndResume(t *testing.T) {
 	t.Parallel()
 	rs := testutil.StartRedis(t)
 	const historySize = 30
-	nodes := startNodes(t, rs, 3, "-history-size", fmt.Sprint(historySize))
+	nodes := startNodes(t, rs, 3, "-history-size", fmt.Sprint(historySize), "-log-size", fmt.Sprint(historySize))
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	room := newRoom()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

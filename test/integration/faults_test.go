@@ -343,7 +343,7 @@ func TestRedisRestart(t *testing.T) {
 func TestSlowConsumer(t *testing.T) {
 	t.Parallel()
 	rs := testutil.StartRedis(t)
-	nodes := startNodes(t, rs, 2, "-history-size", "10")
+	nodes := startNodes(t, rs, 2, "-history-size", "10", "-log-size", "10")
 	room := newRoom()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -32,7 +32,7 @@ func TestStalledNodeKeepsWhatItHolds(t *testing.T) {
 	bin := buildNode(t)
 	rs := testutil.StartRedis(t)
 	const historySize, rooms, perRoom = 100, 8, 150
-	procs, nodes := startProcs(t, bin, rs.Addr(), "st", 2, "-history-size", fmt.Sprint(historySize))
+	procs, nodes := startProcs(t, bin, rs.Addr(), "st", 2, "-history-size", fmt.Sprint(historySize), "-log-size", fmt.Sprint(historySize))
 	ctx := t.Context()
 
 	type roomSet struct {
