@@ -1,7 +1,9 @@
 // Command chat is a terminal chat client: the mobile path, for people. It
 // connects to one or more nodes over gRPC, joins a room, prints history and
 // live messages, sends what you type, shows typing and presence, and
-// reconnects and resumes by itself.
+// reconnects and resumes by itself. One stream carries all its rooms:
+// /join, /leave, /dm (direct conversations) and /rooms, with a current
+// room that typed lines go to, as in irssi or weechat.
 //
 //	chat -addr localhost:50051 -user alice -room general
 //	chat -addr localhost:50051 -token "$TOKEN"     # the user is the token's
@@ -166,6 +168,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 	c, err := client.Dial(client.Config{
 		Addrs: o.addrs, User: o.user, Room: o.room, Token: o.token, TLS: o.tls, History: o.history,
 		HeartbeatTimeout: o.heartbeat, OnState: s.onState,
+		Personal: true, // invitations: a direct conversation or a private room waits
 	})
 	if err != nil {
 		return err

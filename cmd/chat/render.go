@@ -104,20 +104,28 @@ func (p *printer) line(s string) {
 	io.WriteString(p.w, s+"\n")
 }
 
-func (p *printer) message(m *api.Message) {
+// message prints a frame from the node. where, already inert, is the
+// label of the room it came from when that is not the current room
+// ("#dev", "@bob"), shown in brackets before the line; "" for the
+// current room.
+func (p *printer) message(where string, m *api.Message) {
 	ts := time.UnixMilli(m.GetTs()).Format("15:04:05")
+	pre := ""
+	if where != "" {
+		pre = "[" + where + "] "
+	}
 	switch m.GetKind() {
 	case api.Kind_KIND_MESSAGE:
-		p.line(ts + " " + inert(m.GetUser()) + ": " + inertText(m.GetText()))
+		p.line(pre + ts + " " + inert(m.GetUser()) + ": " + inertText(m.GetText()))
 	case api.Kind_KIND_JOIN:
-		p.printf("* %s joined", m.GetUser())
+		p.line("* " + pre + inert(m.GetUser()) + " joined")
 	case api.Kind_KIND_LEAVE:
-		p.printf("* %s left", m.GetUser())
+		p.line("* " + pre + inert(m.GetUser()) + " left")
 	case api.Kind_KIND_TYPING:
-		p.printf("* %s is typing…", m.GetUser())
+		p.line("* " + pre + inert(m.GetUser()) + " is typing…")
 	case api.Kind_KIND_ERROR:
-		p.printf("! %s", m.GetError().GetMessage())
+		p.line("! " + pre + inert(m.GetError().GetMessage()))
 	case api.Kind_KIND_TRUNCATED:
-		p.printf("! some messages could not be replayed: %s", m.GetText())
+		p.line("! " + pre + "some messages could not be replayed: " + inert(m.GetText()))
 	}
 }

@@ -30,38 +30,42 @@ func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
 // forged matches a line that looks like a chat message or an event of the
 // client's own: what a sender must not be able to fake.
-var forged = regexp.MustCompile(`(?m)^(\d\d:\d\d:\d\d \S+: |\* |! )`)
+var forged = regexp.MustCompile(`(?m)^(\[\S+\] )?(\d\d:\d\d:\d\d \S+: |\* |! )`)
 
 func TestRenderMessage(t *testing.T) {
 	t.Parallel()
 	ts := time.Date(2026, 1, 2, 12, 0, 0, 0, time.Local).UnixMilli()
 	for _, tc := range []struct {
-		name string
-		m    *api.Message
-		want string
+		name  string
+		where string // the room's label, when not the current room
+		m     *api.Message
+		want  string
 	}{
-		{"plain", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "hi alice", Ts: ts}, "12:00:00 bob: hi alice\n"},
-		{"unicode kept", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "Zoë", Text: "ça va? 👋", Ts: ts}, "12:00:00 Zoë: ça va? 👋\n"},
-		{"title escape", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "\x1b]0;pwned\x07hi", Ts: ts}, `12:00:00 bob: \x1b]0;pwned\x07hi` + "\n"},
-		{"clipboard escape", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "\x1b]52;c;cm0gLXJmIH4=\x1b\\", Ts: ts}, `12:00:00 bob: \x1b]52;c;cm0gLXJmIH4=\x1b\` + "\n"},
-		{"c1 csi", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "a\u009b2Jb", Ts: ts}, `12:00:00 bob: a\u009b2Jb` + "\n"},
-		{"bidi override", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "see \u202egnp.exe", Ts: ts}, `12:00:00 bob: see \u202egnp.exe` + "\n"},
-		{"del and nul", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "a\x7fb\x00c", Ts: ts}, `12:00:00 bob: a\x7fb\x00c` + "\n"},
-		{"invalid utf-8", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "a\xffb", Ts: ts}, "12:00:00 bob: a\uFFFDb\n"},
-		{"carriage return", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "hi\r12:00:01 carol: fake", Ts: ts}, `12:00:00 bob: hi\r12:00:01 carol: fake` + "\n"},
-		{"newlines indented", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "line one\n12:00:01 carol: fake\r\n* carol joined", Ts: ts},
+		{"plain", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "hi alice", Ts: ts}, "12:00:00 bob: hi alice\n"},
+		{"unicode kept", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "Zoë", Text: "ça va? 👋", Ts: ts}, "12:00:00 Zoë: ça va? 👋\n"},
+		{"title escape", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "\x1b]0;pwned\x07hi", Ts: ts}, `12:00:00 bob: \x1b]0;pwned\x07hi` + "\n"},
+		{"clipboard escape", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "\x1b]52;c;cm0gLXJmIH4=\x1b\\", Ts: ts}, `12:00:00 bob: \x1b]52;c;cm0gLXJmIH4=\x1b\` + "\n"},
+		{"c1 csi", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "a\u009b2Jb", Ts: ts}, `12:00:00 bob: a\u009b2Jb` + "\n"},
+		{"bidi override", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "see \u202egnp.exe", Ts: ts}, `12:00:00 bob: see \u202egnp.exe` + "\n"},
+		{"del and nul", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "a\x7fb\x00c", Ts: ts}, `12:00:00 bob: a\x7fb\x00c` + "\n"},
+		{"invalid utf-8", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "a\xffb", Ts: ts}, "12:00:00 bob: a\uFFFDb\n"},
+		{"carriage return", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "hi\r12:00:01 carol: fake", Ts: ts}, `12:00:00 bob: hi\r12:00:01 carol: fake` + "\n"},
+		{"newlines indented", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "line one\n12:00:01 carol: fake\r\n* carol joined", Ts: ts},
 			"12:00:00 bob: line one\n" + contIndent + "12:00:01 carol: fake\n" + contIndent + "* carol joined\n"},
-		{"user with controls", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob\n12:00:01 carol", Text: "x", Ts: ts}, `12:00:00 bob\n12:00:01 carol: x` + "\n"},
-		{"join", &api.Message{Kind: api.Kind_KIND_JOIN, User: "e\x1b[2Jve"}, `* e\x1b[2Jve joined` + "\n"},
-		{"typing", &api.Message{Kind: api.Kind_KIND_TYPING, User: "\u202eeve"}, `* \u202eeve is typing…` + "\n"},
-		{"error", &api.Message{Kind: api.Kind_KIND_ERROR, Error: &api.Error{Message: "bad\n* you were kicked\x1b[0m"}}, `! bad\n* you were kicked\x1b[0m` + "\n"},
-		{"truncated", &api.Message{Kind: api.Kind_KIND_TRUNCATED, Text: "gap\x1b[A"}, `! some messages could not be replayed: gap\x1b[A` + "\n"},
+		{"user with controls", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob\n12:00:01 carol", Text: "x", Ts: ts}, `12:00:00 bob\n12:00:01 carol: x` + "\n"},
+		{"join", "", &api.Message{Kind: api.Kind_KIND_JOIN, User: "e\x1b[2Jve"}, `* e\x1b[2Jve joined` + "\n"},
+		{"typing", "", &api.Message{Kind: api.Kind_KIND_TYPING, User: "\u202eeve"}, `* \u202eeve is typing…` + "\n"},
+		{"error", "", &api.Message{Kind: api.Kind_KIND_ERROR, Error: &api.Error{Message: "bad\n* you were kicked\x1b[0m"}}, `! bad\n* you were kicked\x1b[0m` + "\n"},
+		{"truncated", "", &api.Message{Kind: api.Kind_KIND_TRUNCATED, Text: "gap\x1b[A"}, `! some messages could not be replayed: gap\x1b[A` + "\n"},
+		{"another room", "#dev", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "hi\n12:00:01 carol: fake", Ts: ts}, "[#dev] 12:00:00 bob: hi\n" + contIndent + "12:00:01 carol: fake\n"},
+		{"a direct conversation", "@bob", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "psst", Ts: ts}, "[@bob] 12:00:00 bob: psst\n"},
+		{"error of another room", "#dev", &api.Message{Kind: api.Kind_KIND_ERROR, Error: &api.Error{Message: "no\x1b[2J"}}, `! [#dev] no\x1b[2J` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var b strings.Builder
 			p := &printer{w: &b}
-			p.message(tc.m)
+			p.message(tc.where, tc.m)
 			got := b.String()
 			if got != tc.want {
 				t.Fatalf("got  %+q\nwant %+q", got, tc.want)

@@ -21,6 +21,10 @@ type screen interface {
 	// prompt, redrawn in place; elsewhere as a line, only when kind
 	// changes (a log of every retry is the noise this replaces).
 	setState(kind, text string)
+	// setName changes the name the state line shows (already inert):
+	// "alice@general", the user and the current room. A plain screen
+	// shows no state line; the session says the switch in a line.
+	setName(name string)
 	// readLine returns the next line typed; io.EOF at the end of input
 	// (Ctrl-D, Ctrl-C on a terminal, or a closed pipe).
 	readLine() (string, error)
@@ -48,9 +52,12 @@ type ttyScreen struct {
 	in    *os.File
 	out   *os.File
 	old   *term.State
-	name  string
 	winch chan os.Signal
 	once  sync.Once
+
+	mu         sync.Mutex // orders prompt changes
+	name       string
+	kind, text string // the last state
 }
 
 func newTTY(in, out *os.File, name string) (*ttyScreen, error) {
@@ -58,11 +65,11 @@ func newTTY(in, out *os.File, name string) (*ttyScreen, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ttyScreen{in: in, out: out, old: old, name: name, winch: make(chan os.Signal, 1)}
+	s := &ttyScreen{in: in, out: out, old: old, name: name, kind: "connecting", text: "connecting…", winch: make(chan os.Signal, 1)}
 	s.t = term.NewTerminal(struct {
 		io.Reader
 		io.Writer
-	}{in, out}, s.prompt("connecting", "connecting…"))
+	}{in, out}, s.prompt())
 	resize := func() {
 		if w, h, err := term.GetSize(int(out.Fd())); err == nil {
 			_ = s.t.SetSize(w, h)
@@ -81,16 +88,31 @@ func newTTY(in, out *os.File, name string) (*ttyScreen, error) {
 func (s *ttyScreen) Write(p []byte) (int, error) { return s.t.Write(p) }
 
 // prompt is the state line: "alice@general> " when live, else the state
-// in brackets before it.
-func (s *ttyScreen) prompt(kind, text string) string {
-	if kind == "live" {
+// in brackets before it. s.mu must be held (or s not yet shared).
+func (s *ttyScreen) prompt() string {
+	if s.kind == "live" {
 		return s.name + "> "
 	}
-	return "[" + text + "] " + s.name + "> "
+	return "[" + s.text + "] " + s.name + "> "
 }
 
 func (s *ttyScreen) setState(kind, text string) {
-	s.t.SetPrompt(s.prompt(kind, text))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kind, s.text = kind, text
+	s.redrawLocked()
+}
+
+func (s *ttyScreen) setName(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.name = name
+	s.redrawLocked()
+}
+
+// redrawLocked shows the prompt. s.mu must be held.
+func (s *ttyScreen) redrawLocked() {
+	s.t.SetPrompt(s.prompt())
 	// An empty write redraws the prompt and the input in place.
 	_, _ = s.t.Write(nil)
 }
@@ -134,6 +156,8 @@ func (s *plainScreen) setState(kind, text string) {
 		io.WriteString(s.w, "* "+text+"\n")
 	}
 }
+
+func (s *plainScreen) setName(string) {}
 
 func (s *plainScreen) readLine() (string, error) {
 	if s.sc.Scan() {

@@ -16,17 +16,23 @@ import (
 	"google.golang.org/grpc/status"
 
 	"example.com/chat/api"
+	"example.com/chat/pkg/access"
 	"example.com/chat/pkg/client"
 )
 
 // helpText is what /help prints.
 const helpText = `* commands:
-*   /help       this list
-*   /who        who is in the room (asks the node you are connected to)
-*   /typing     tell the room you are typing
-*   /quit       leave (also Ctrl-D or Ctrl-C)
-*   //text      send "/text" as a message
-* anything else not starting with / is sent to the room`
+*   /join ROOM     join ROOM and talk there (or go back to it if you are in it)
+*   /leave [ROOM]  leave the current room (or ROOM, or @USER)
+*   /dm USER       talk with USER directly: starts the conversation (USER is told) or goes back to it
+*   /rooms         your conversations, the most recent first; which ones you receive here
+*   /who           who is in the current room (asks the node you are connected to)
+*   /typing        tell the current room you are typing
+*   /help          this list
+*   /quit          leave (also Ctrl-D or Ctrl-C)
+*   //text         send "/text" as a message
+* anything else not starting with / is sent to the current room, which the prompt names;
+* lines from your other rooms start with [#room], from a direct conversation with [@user]`
 
 // session is the client's conversation logic between the screen and the
 // chat client: what to print for each frame and state, and what to do
@@ -44,10 +50,12 @@ type session struct {
 	down     bool            // a connection failed since the last live
 	ownIDs   map[string]bool // client ids of our sends that were acknowledged
 	notified map[string]bool // our sends in flight: whether a retry notice was printed
+	rooms                    // the current room and the others (rooms.go)
 }
 
 func newSession(o *options, scr screen) *session {
-	return &session{o: o, scr: scr, out: &printer{w: scr}, ownIDs: map[string]bool{}, notified: map[string]bool{}}
+	return &session{o: o, scr: scr, out: &printer{w: scr}, ownIDs: map[string]bool{}, notified: map[string]bool{},
+		rooms: rooms{cur: o.room, joined: []string{o.room}, peers: map[string]string{}, awaiting: map[string]bool{}}}
 }
 
 // onState is the client's OnState: it keeps the state line current and
@@ -86,11 +94,31 @@ func (s *session) onState(st client.State) {
 	}
 }
 
-// incoming prints what the node sent.
+// incoming prints what the node sent. Chat messages of every room the
+// client is in are shown, those of rooms other than the current one
+// behind their label; join, leave and typing events only for the current
+// room (the others' would drown it). A room left with /leave shows
+// nothing more, not even what was on its way.
 func (s *session) incoming(m *api.Message) {
+	if s.roomEvent(m) {
+		return
+	}
 	switch m.GetKind() {
-	case api.Kind_KIND_ACK, api.Kind_KIND_LIVE, api.Kind_KIND_HEARTBEAT:
-		return // own messages are printed by send; live by onState
+	case api.Kind_KIND_MESSAGE, api.Kind_KIND_TRUNCATED:
+		if !s.in(s.roomOf(m)) {
+			return
+		}
+	}
+	switch m.GetKind() {
+	case api.Kind_KIND_ACK, api.Kind_KIND_LIVE, api.Kind_KIND_HEARTBEAT, api.Kind_KIND_UNSUBSCRIBED:
+		return // own messages are printed by send; live by onState; a /leave said it
+	case api.Kind_KIND_INVITE:
+		s.invited(m)
+		return
+	case api.Kind_KIND_JOIN, api.Kind_KIND_LEAVE, api.Kind_KIND_TYPING:
+		if s.roomOf(m) != s.current() {
+			return
+		}
 	case api.Kind_KIND_MESSAGE:
 		s.mu.Lock()
 		own := m.GetClientId() != "" && s.ownIDs[m.GetClientId()]
@@ -98,6 +126,7 @@ func (s *session) incoming(m *api.Message) {
 		if own {
 			return // our own message, already shown, replayed on a resume
 		}
+		s.learnPeer(m)
 	case api.Kind_KIND_ERROR:
 		if id := m.GetClientId(); id != "" {
 			s.mu.Lock()
@@ -120,7 +149,27 @@ func (s *session) incoming(m *api.Message) {
 			}
 		}
 	}
-	s.out.message(m)
+	s.mu.Lock()
+	where := s.whereLocked(s.roomOf(m))
+	s.mu.Unlock()
+	s.out.message(where, m)
+}
+
+// learnPeer notes the other user of a direct conversation from a message
+// of theirs, for a conversation joined by its id.
+func (s *session) learnPeer(m *api.Message) {
+	room, from := s.roomOf(m), m.GetUser()
+	if access.KindOfName(room) != access.Direct || from == "" || from == s.o.user {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.peers[room]; !ok {
+		s.peers[room] = from
+		if s.cur == room {
+			s.switchLocked(room) // the prompt names the peer now
+		}
+	}
 }
 
 // command handles one typed line; it reports whether to quit.
@@ -133,11 +182,46 @@ func (s *session) command(ctx context.Context, line string) (quit bool) {
 	case line == "/help" || line == "/?":
 		s.out.line(helpText)
 	case line == "/typing":
-		if _, err := s.c.SendMessage(ctx, &api.Message{Kind: api.Kind_KIND_TYPING}); err != nil {
+		if _, err := s.c.SendMessage(ctx, &api.Message{Kind: api.Kind_KIND_TYPING, Room: s.current()}); err != nil {
 			s.out.printf("! /typing: %s", plain(err))
 		}
 	case line == "/who":
 		s.who(ctx)
+	case line == "/rooms":
+		s.listRooms(ctx)
+	case line == "/join" || strings.HasPrefix(line, "/join "):
+		arg := strings.TrimSpace(strings.TrimPrefix(line, "/join"))
+		if peer, ok := strings.CutPrefix(arg, "@"); ok && peer != "" {
+			s.direct(ctx, peer)
+			break
+		}
+		room, err := s.resolve(arg)
+		switch {
+		case arg == "":
+			s.out.printf("! /join needs a room: /join ROOM (/rooms lists yours)")
+		case err != nil:
+			s.out.printf("! /join: %s", err)
+		default:
+			s.join(room)
+		}
+	case line == "/leave" || strings.HasPrefix(line, "/leave "):
+		arg := strings.TrimSpace(strings.TrimPrefix(line, "/leave"))
+		room := s.current()
+		if arg != "" {
+			var err error
+			if room, err = s.resolve(arg); err != nil {
+				s.out.printf("! /leave: %s", err)
+				break
+			}
+		}
+		s.leave(room)
+	case line == "/dm" || strings.HasPrefix(line, "/dm "):
+		peer := strings.TrimSpace(strings.TrimPrefix(line, "/dm"))
+		if peer == "" {
+			s.out.printf("! /dm needs a user: /dm USER")
+			break
+		}
+		s.direct(ctx, strings.TrimPrefix(peer, "@"))
 	case strings.HasPrefix(line, "//"):
 		s.send(ctx, line[1:])
 	case strings.HasPrefix(line, "/"):
@@ -155,18 +239,20 @@ func (s *session) send(ctx context.Context, text string) {
 	id := fmt.Sprintf("chat-%d-%d", time.Now().UnixNano(), len(text))
 	s.mu.Lock()
 	s.notified[id] = false
+	room := s.cur
 	s.mu.Unlock()
 	s.sends.Add(1)
 	go func() {
 		defer s.sends.Done()
 		sctx, cancel := context.WithTimeout(ctx, s.o.sendTimeout)
 		defer cancel()
-		ack, err := s.c.SendMessage(sctx, &api.Message{Text: text, ClientId: id})
+		ack, err := s.c.SendMessage(sctx, &api.Message{Room: room, Text: text, ClientId: id})
 		s.mu.Lock()
 		delete(s.notified, id)
 		if err == nil {
 			s.ownIDs[id] = true
 		}
+		where := s.whereLocked(room) // the user may have switched meanwhile
 		s.mu.Unlock()
 		switch {
 		case err == nil:
@@ -174,11 +260,13 @@ func (s *session) send(ctx context.Context, text string) {
 			if ts == 0 {
 				ts = time.Now().UnixMilli()
 			}
-			s.out.message(&api.Message{Kind: api.Kind_KIND_MESSAGE, User: s.o.user, Text: text, Ts: ts})
+			s.out.message(where, &api.Message{Kind: api.Kind_KIND_MESSAGE, User: s.o.user, Text: text, Ts: ts})
 		case errors.Is(err, context.DeadlineExceeded):
 			s.out.printf("! not sent (no node stored it within %s): %s", s.o.sendTimeout, preview(text))
 		case errors.Is(err, context.Canceled), errors.Is(err, client.ErrClosed):
 			// Quitting.
+		case where != "":
+			s.out.printf("! not sent to %s: %s: %s", where, plain(err), preview(text))
 		default:
 			s.out.printf("! not sent: %s: %s", plain(err), preview(text))
 		}
@@ -193,9 +281,20 @@ func preview(text string) string {
 	return text
 }
 
-// who prints the room's presence, asked of the node the client is live
-// on (the first address may be dead).
+// who prints the current room's presence, asked of the node the client
+// is live on (the first address may be dead). A direct conversation has
+// its two users.
 func (s *session) who(ctx context.Context) {
+	s.mu.Lock()
+	room, peer, direct := s.cur, s.peers[s.cur], access.KindOfName(s.cur) == access.Direct
+	s.mu.Unlock()
+	if direct {
+		if peer == "" {
+			peer = "the other user"
+		}
+		s.out.printf("* a direct conversation: you and %s", peer)
+		return
+	}
 	addr := s.c.Addr()
 	if addr == "" {
 		s.out.printf("! /who: not connected to a node right now; try again once live")
@@ -216,7 +315,7 @@ func (s *session) who(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	r, err := api.NewChatClient(cc).Presence(ctx, &api.PresenceRequest{Room: s.o.room})
+	r, err := api.NewChatClient(cc).Presence(ctx, &api.PresenceRequest{Room: room})
 	if err != nil {
 		s.out.printf("! /who: %s", plain(err))
 		return
@@ -235,12 +334,17 @@ func plain(err error) string {
 		err = pe.Err
 	}
 	msg := err.Error()
-	st, ok := status.FromError(err)
-	if !ok {
-		var se interface{ GRPCStatus() *status.Status }
-		if errors.As(err, &se) {
-			st, ok = se.GRPCStatus(), true
-		}
+	// The status inside the wrapping: status.FromError of a wrapped
+	// status keeps its code but puts the whole chain in its message.
+	var (
+		st *status.Status
+		ok bool
+		se interface{ GRPCStatus() *status.Status }
+	)
+	if errors.As(err, &se) && se.GRPCStatus() != nil {
+		st, ok = se.GRPCStatus(), true
+	} else {
+		st, ok = status.FromError(err)
 	}
 	if ok {
 		msg = st.Message()

@@ -197,7 +197,7 @@ func TestTTYHelpUnknownCommandAndTyping(t *testing.T) {
 	p.wait("the live prompt", func(string) bool { return p.lastLine() == "alice@tty>" })
 
 	p.enter("/help")
-	for _, c := range []string{"/help", "/who", "/typing", "/quit", "//text"} {
+	for _, c := range []string{"/help", "/join ROOM", "/leave [ROOM]", "/dm USER", "/rooms", "/who", "/typing", "/quit", "//text"} {
 		p.waitText(c)
 	}
 	p.enter("/frobnicate now")

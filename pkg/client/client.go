@@ -47,7 +47,8 @@ type Config struct {
 	Room string
 	// Rooms are more rooms the stream receives, subscribed on every
 	// connection, each resumed from its own position (one stream, many
-	// rooms). Messages carry their room; SendTo names one.
+	// rooms). Messages carry their room; SendTo names one. A room the
+	// node refuses (an error event naming it) is dropped; see Subscribe.
 	Rooms []string
 	// Personal also receives the user's personal channel: KIND_INVITE
 	// says a direct conversation or a private room waits (its room).
@@ -122,6 +123,9 @@ type Client struct {
 	order   []string                // pending ids in send order
 	live    chan struct{}           // closed when the current connection is live
 	addr    string                  // conn's address
+	// joining is the connection whose join went out and which is not
+	// live yet: Subscribe and Unsubscribe act on it, after its join.
+	joining *link
 	// ownAhead holds this client's own acknowledged seqs in the primary
 	// room beyond lastSeq (in epoch), waiting for the seqs before them
 	// (see observe); nil until the first.
@@ -140,6 +144,11 @@ type Client struct {
 type roomPos struct {
 	epoch   string
 	lastSeq uint64
+	// liveOn is the connection that sent the room's KIND_LIVE: before
+	// it, an error event naming the room without a client id refuses
+	// the subscription; after it, it is about something else (a typing
+	// event, say).
+	liveOn *link
 }
 
 type pendingSend struct {
@@ -522,10 +531,23 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (wasLive
 	if c.cfg.Personal {
 		c.waiting++ // the personal channel's KIND_LIVE comes too
 	}
+	// Sent with c.mu held: a Subscribe or Unsubscribe is in this join, or
+	// goes out on this connection after it (c.joining), never in neither.
+	err = cn.send(&api.Message{User: c.cfg.User, Room: c.cfg.Room, Join: join})
+	if err == nil {
+		c.joining = l
+	}
 	c.mu.Unlock()
-	if err := cn.send(&api.Message{User: c.cfg.User, Room: c.cfg.Room, Join: join}); err != nil {
+	if err != nil {
 		return false, err
 	}
+	defer func() {
+		c.mu.Lock()
+		if c.joining == l {
+			c.joining = nil
+		}
+		c.mu.Unlock()
+	}()
 	for {
 		arm()
 		m, err := cn.recv()
@@ -638,11 +660,15 @@ func (c *Client) handleRoomLocked(cn *link, p *roomPos, m *api.Message) {
 			p.epoch = m.GetEpoch()
 		}
 		p.lastSeq = max(p.lastSeq, m.GetSeq())
+		p.liveOn = cn
 		c.roomLiveLocked(cn)
 	case api.Kind_KIND_ERROR:
-		if m.GetClientId() == "" {
-			// The subscription was refused: the room counts as settled.
+		if m.GetClientId() == "" && p.liveOn != cn {
+			// The subscription was refused: the room counts as settled,
+			// and is dropped (no reconnect asks again to be refused again;
+			// Subscribe again to retry).
 			c.log.Warn("client: a room was refused", "room", m.GetRoom(), "err", m.GetError().GetMessage())
+			delete(c.rooms, m.GetRoom())
 			c.roomLiveLocked(cn)
 			return
 		}
@@ -664,7 +690,7 @@ func (c *Client) roomLiveLocked(cn *link) {
 	if c.waiting--; c.waiting > 0 || c.conn == cn {
 		return
 	}
-	c.conn = cn
+	c.conn, c.joining = cn, nil
 	close(c.live)
 	now := time.Now()
 	for _, id := range c.order {
@@ -682,7 +708,10 @@ func (c *Client) SendTo(ctx context.Context, room, text string) (*api.Message, e
 
 // Subscribe adds room to the stream, now and on every reconnect (history
 // as Config says, then live; resumed from its position after a
-// reconnect).
+// reconnect). Called while a connection is joining, it subscribes on that
+// connection, which goes live once the room has replayed too. The room's
+// KIND_LIVE, or an error event naming it if the node refuses it, comes
+// through Messages; a refused room is dropped (Subscribe again to retry).
 func (c *Client) Subscribe(room string) error {
 	c.mu.Lock()
 	if c.rooms[room] != nil || room == c.cfg.Room {
@@ -691,8 +720,13 @@ func (c *Client) Subscribe(room string) error {
 	}
 	c.rooms[room] = &roomPos{}
 	cn := c.conn
+	if cn == nil {
+		cn = c.joining
+	}
 	if cn != nil {
-		c.waiting++ // its KIND_LIVE is one more to count, harmlessly
+		// Its KIND_LIVE is one more to count: the joining connection
+		// waits for it, a live one harmlessly.
+		c.waiting++
 	}
 	c.mu.Unlock()
 	if cn == nil {
@@ -710,6 +744,9 @@ func (c *Client) Unsubscribe(room string) error {
 	}
 	delete(c.rooms, room)
 	cn := c.conn
+	if cn == nil {
+		cn = c.joining
+	}
 	c.mu.Unlock()
 	if cn == nil {
 		return nil
