@@ -47,6 +47,26 @@ func JoinFrom(first *api.Message, transport string, id *Identity) JoinOptions {
 	return o
 }
 
+// Recoverable reports whether err, the failure of the send of m on a
+// stream with events, is told in an error event while the stream goes on:
+// a retryable failure (the bus unavailable, the rate limit), or the
+// refusal of an edit, delete or reaction (its message gone, not the
+// sender's, too many reactions), which says nothing bad of the stream.
+// Other failures end a gRPC stream with their status.
+func Recoverable(m *api.Message, err error) bool {
+	e := AsError(err)
+	if e == nil {
+		return false
+	}
+	switch e.Kind {
+	case KindUnavailable, KindRateLimited:
+		return true
+	case KindNotFound, KindForbidden, KindLimit, KindInvalid:
+		return isStateEvent(m.GetKind())
+	}
+	return false
+}
+
 // maxJoinRooms bounds the rooms one join message may list (a hostile
 // client could list millions in one message of a few MB).
 const maxJoinRooms = 1000

@@ -111,7 +111,11 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		if err == nil {
 			return nil
 		}
-		if e := hub.AsError(err); events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited) {
+		if e := hub.AsError(err); events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited ||
+			e.Kind == hub.KindNotFound || e.Kind == hub.KindLimit) {
+			// Retryable, or a later refusal of an edit or reaction
+			// (its message gone meanwhile, too many reactions): told,
+			// and the stream goes on.
 			return e.Proto()
 		}
 		fail(err)
@@ -132,11 +136,13 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 				// Pipelined: the bus's answer comes later (answer, in
 				// order); the next message is read meanwhile.
 				if err := sess.PublishAsync(ctx, m, answer); err != nil {
-					e := answer(err)
-					if e == nil {
+					if events && hub.Recoverable(m, err) {
+						sess.SendError(hub.AsError(err).Proto(), m.GetClientId())
+					} else if e := answer(err); e != nil {
+						sess.SendError(e, m.GetClientId())
+					} else {
 						return
 					}
-					sess.SendError(e, m.GetClientId())
 				}
 			}
 			var err error
