@@ -169,6 +169,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 		Addrs: o.addrs, User: o.user, Room: o.room, Token: o.token, TLS: o.tls, History: o.history,
 		HeartbeatTimeout: o.heartbeat, OnState: s.onState,
 		Personal: true, // invitations: a direct conversation or a private room waits
+		Changes:  true, // edits, deletes and reactions, shown as lines of their own
 	})
 	if err != nil {
 		return err

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -89,6 +91,8 @@ func inertText(text string) string {
 type printer struct {
 	mu sync.Mutex
 	w  io.Writer
+	// seqs shows each message's seq ("#12 ") before its line (/seqs).
+	seqs atomic.Bool
 }
 
 // printf prints one line; the formatted result is made inert, so values
@@ -108,15 +112,33 @@ func (p *printer) line(s string) {
 // label of the room it came from when that is not the current room
 // ("#dev", "@bob"), shown in brackets before the line; "" for the
 // current room.
-func (p *printer) message(where string, m *api.Message) {
+//
+// withSeq (or /seqs) puts the message's seq before a chat message's line:
+// "#12 12:00:00 bob: hi". A message shown as it stands (a replay or a
+// page) says it was edited, shows its reactions, and a deleted one is a
+// tombstone line; edits, deletes and reactions are lines of their own
+// (stateLine).
+func (p *printer) message(where string, m *api.Message, withSeq ...bool) {
 	ts := time.UnixMilli(m.GetTs()).Format("15:04:05")
 	pre := ""
 	if where != "" {
 		pre = "[" + where + "] "
 	}
+	seq := ""
+	if m.GetSeq() > 0 && (p.seqs.Load() || len(withSeq) > 0 && withSeq[0]) {
+		seq = "#" + strconv.FormatUint(m.GetSeq(), 10) + " "
+	}
+	if l := stateLine(pre, m); l != "" {
+		p.line(l)
+		return
+	}
 	switch m.GetKind() {
 	case api.Kind_KIND_MESSAGE:
-		p.line(pre + ts + " " + inert(m.GetUser()) + ": " + inertText(m.GetText()))
+		if m.GetDeleted() {
+			p.line(pre + seq + ts + " (a message of " + inert(m.GetUser()) + ", deleted)")
+			return
+		}
+		p.line(pre + seq + ts + " " + inert(m.GetUser()) + ": " + inertText(m.GetText()) + stateSuffix(m))
 	case api.Kind_KIND_JOIN:
 		p.line("* " + pre + inert(m.GetUser()) + " joined")
 	case api.Kind_KIND_LEAVE:

@@ -59,6 +59,14 @@ func TestRenderMessage(t *testing.T) {
 		{"truncated", "", &api.Message{Kind: api.Kind_KIND_TRUNCATED, Text: "gap\x1b[A"}, `! some messages could not be replayed: gap\x1b[A` + "\n"},
 		{"another room", "#dev", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "hi\n12:00:01 carol: fake", Ts: ts}, "[#dev] 12:00:00 bob: hi\n" + contIndent + "12:00:01 carol: fake\n"},
 		{"a direct conversation", "@bob", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "psst", Ts: ts}, "[@bob] 12:00:00 bob: psst\n"},
+		{"edit", "", &api.Message{Kind: api.Kind_KIND_EDIT, User: "bob", TargetSeq: 12, Seq: 14, Text: "new\x1b[2J\n12:00:01 carol: fake"},
+			`* bob edited #12: new\x1b[2J` + "\n" + contIndent + "12:00:01 carol: fake\n"},
+		{"delete in another room", "#dev", &api.Message{Kind: api.Kind_KIND_DELETE, User: "bob", TargetSeq: 12}, "* [#dev] bob deleted #12\n"},
+		{"reaction added", "", &api.Message{Kind: api.Kind_KIND_REACTION, User: "bob", TargetSeq: 3, Text: "👍\u202e", Reacted: true}, `* bob reacted 👍\u202e to #3` + "\n"},
+		{"reaction removed", "", &api.Message{Kind: api.Kind_KIND_REACTION, User: "bob", TargetSeq: 3, Text: "👍"}, "* bob took back 👍 from #3\n"},
+		{"as it stands", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Text: "fixed", Ts: ts, Seq: 3, Edited: true,
+			Reactions: []*api.Reaction{{Emoji: "👍", Count: 2}, {Emoji: "x\x1b", Count: 1}}}, `12:00:00 bob: fixed (edited)  [👍 2 x\x1b 1]` + "\n"},
+		{"tombstone", "", &api.Message{Kind: api.Kind_KIND_MESSAGE, User: "bob", Ts: ts, Seq: 3, Deleted: true}, "12:00:00 (a message of bob, deleted)\n"},
 		{"error of another room", "#dev", &api.Message{Kind: api.Kind_KIND_ERROR, Error: &api.Error{Message: "no\x1b[2J"}}, `! [#dev] no\x1b[2J` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

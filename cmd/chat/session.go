@@ -28,6 +28,11 @@ const helpText = `* commands:
 *   /rooms         your conversations, the most recent first; which ones you receive here
 *   /who           who is in the current room (asks the node you are connected to)
 *   /typing        tell the current room you are typing
+*   /more          older messages of the current room, with their #N (again for older ones)
+*   /seqs          show or hide each message's #N
+*   /edit N text   change the text of your message #N in the current room
+*   /delete N      delete your message #N
+*   /react N emoji add your emoji to message #N, or take it back
 *   /help          this list
 *   /quit          leave (also Ctrl-D or Ctrl-C)
 *   //text         send "/text" as a message
@@ -51,10 +56,15 @@ type session struct {
 	ownIDs   map[string]bool // client ids of our sends that were acknowledged
 	notified map[string]bool // our sends in flight: whether a retry notice was printed
 	rooms                    // the current room and the others (rooms.go)
+	// oldest is, by room, the seq of the oldest message shown (of
+	// epochs[room]): /more prints the page before it.
+	oldest map[string]uint64
+	epochs map[string]string
 }
 
 func newSession(o *options, scr screen) *session {
 	return &session{o: o, scr: scr, out: &printer{w: scr}, ownIDs: map[string]bool{}, notified: map[string]bool{},
+		oldest: map[string]uint64{}, epochs: map[string]string{},
 		rooms: rooms{cur: o.room, joined: []string{o.room}, peers: map[string]string{}, awaiting: map[string]bool{}}}
 }
 
@@ -104,14 +114,14 @@ func (s *session) incoming(m *api.Message) {
 		return
 	}
 	switch m.GetKind() {
-	case api.Kind_KIND_MESSAGE, api.Kind_KIND_TRUNCATED:
+	case api.Kind_KIND_MESSAGE, api.Kind_KIND_TRUNCATED, api.Kind_KIND_EDIT, api.Kind_KIND_DELETE, api.Kind_KIND_REACTION:
 		if !s.in(s.roomOf(m)) {
 			return
 		}
 	}
 	switch m.GetKind() {
-	case api.Kind_KIND_ACK, api.Kind_KIND_LIVE, api.Kind_KIND_HEARTBEAT, api.Kind_KIND_UNSUBSCRIBED:
-		return // own messages are printed by send; live by onState; a /leave said it
+	case api.Kind_KIND_ACK, api.Kind_KIND_LIVE, api.Kind_KIND_HEARTBEAT, api.Kind_KIND_UNSUBSCRIBED, api.Kind_KIND_READ:
+		return // own messages are printed by send; live by onState; a /leave said it; read markers are not shown
 	case api.Kind_KIND_INVITE:
 		s.invited(m)
 		return
@@ -126,6 +136,7 @@ func (s *session) incoming(m *api.Message) {
 		if own {
 			return // our own message, already shown, replayed on a resume
 		}
+		s.seen(s.roomOf(m), m.GetEpoch(), m.GetSeq())
 		s.learnPeer(m)
 	case api.Kind_KIND_ERROR:
 		if id := m.GetClientId(); id != "" {
@@ -189,6 +200,17 @@ func (s *session) command(ctx context.Context, line string) (quit bool) {
 		s.who(ctx)
 	case line == "/rooms":
 		s.listRooms(ctx)
+	case line == "/more":
+		s.more(ctx)
+	case line == "/seqs":
+		on := !s.out.seqs.Load()
+		s.out.seqs.Store(on)
+		if on {
+			s.out.line("* message lines show their #N now (/seqs again hides them)")
+		} else {
+			s.out.line("* message lines hide their #N now")
+		}
+	case s.stateCommand(ctx, line):
 	case line == "/join" || strings.HasPrefix(line, "/join "):
 		arg := strings.TrimSpace(strings.TrimPrefix(line, "/join"))
 		if peer, ok := strings.CutPrefix(arg, "@"); ok && peer != "" {
@@ -252,6 +274,11 @@ func (s *session) send(ctx context.Context, text string) {
 		if err == nil {
 			s.ownIDs[id] = true
 		}
+		s.mu.Unlock()
+		if err == nil {
+			s.seen(room, ack.GetEpoch(), ack.GetSeq())
+		}
+		s.mu.Lock()
 		where := s.whereLocked(room) // the user may have switched meanwhile
 		s.mu.Unlock()
 		switch {
@@ -260,7 +287,7 @@ func (s *session) send(ctx context.Context, text string) {
 			if ts == 0 {
 				ts = time.Now().UnixMilli()
 			}
-			s.out.message(where, &api.Message{Kind: api.Kind_KIND_MESSAGE, User: s.o.user, Text: text, Ts: ts})
+			s.out.message(where, &api.Message{Kind: api.Kind_KIND_MESSAGE, User: s.o.user, Text: text, Ts: ts, Seq: ack.GetSeq()})
 		case errors.Is(err, context.DeadlineExceeded):
 			s.out.printf("! not sent (no node stored it within %s): %s", s.o.sendTimeout, preview(text))
 		case errors.Is(err, context.Canceled), errors.Is(err, client.ErrClosed):

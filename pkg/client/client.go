@@ -51,8 +51,15 @@ type Config struct {
 	// node refuses (an error event naming it) is dropped; see Subscribe.
 	Rooms []string
 	// Personal also receives the user's personal channel: KIND_INVITE
-	// says a direct conversation or a private room waits (its room).
+	// says a direct conversation or a private room waits (its room), and
+	// KIND_READ that the user's read marker of Room moved to Seq of
+	// Epoch (from any of their sessions; see MarkRead).
 	Personal bool
+	// Changes also receives edits, deletes and reactions (KIND_EDIT,
+	// KIND_DELETE, KIND_REACTION, see Edit) on Messages, this client's
+	// own among them, and deleted messages in replays as tombstones.
+	// Without it the stream sees messages only, as they stand.
+	Changes bool
 	// Token, when set, is sent as a bearer token.
 	Token string
 	// TLS, when set, secures the connection.
@@ -130,6 +137,8 @@ type Client struct {
 	// room beyond lastSeq (in epoch), waiting for the seqs before them
 	// (see observe); nil until the first.
 	ownAhead map[uint64]bool
+	// pages are the Page calls waiting for their answer, by client id.
+	pages map[string]*pendingPage
 
 	nextID     atomic.Uint64
 	idPrefix   string
@@ -519,6 +528,7 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (wasLive
 		join.NoHistory = false
 	}
 	join.Personal = c.cfg.Personal
+	join.Changes = c.cfg.Changes
 	// The other rooms, each from its own position.
 	for name, p := range c.rooms {
 		sub := &api.Subscription{Room: name, History: int32(c.cfg.History), NoHistory: c.cfg.NoHistory}
@@ -560,8 +570,12 @@ func (c *Client) session(ctx context.Context, addr string, resume bool) (wasLive
 				c.conn = nil
 				c.live = make(chan struct{})
 			}
+			c.failPagesLocked(l)
 			c.mu.Unlock()
 			return wasLive, err
+		}
+		if c.claimPage(m) {
+			continue
 		}
 		if c.observe(l, m) {
 			wasLive = true
@@ -611,7 +625,7 @@ func (c *Client) handle(cn *link, m *api.Message) {
 		return
 	}
 	switch m.GetKind() {
-	case api.Kind_KIND_MESSAGE:
+	case api.Kind_KIND_MESSAGE, api.Kind_KIND_EDIT, api.Kind_KIND_DELETE, api.Kind_KIND_REACTION:
 		if m.GetSeq() > 0 {
 			c.epoch, c.lastSeq = m.GetEpoch(), m.GetSeq()
 		}
@@ -651,7 +665,7 @@ func (c *Client) answerLocked(m *api.Message) {
 // c.mu must be held.
 func (c *Client) handleRoomLocked(cn *link, p *roomPos, m *api.Message) {
 	switch m.GetKind() {
-	case api.Kind_KIND_MESSAGE:
+	case api.Kind_KIND_MESSAGE, api.Kind_KIND_EDIT, api.Kind_KIND_DELETE, api.Kind_KIND_REACTION:
 		if m.GetSeq() > 0 {
 			p.epoch, p.lastSeq = m.GetEpoch(), m.GetSeq()
 		}

@@ -81,8 +81,9 @@ func (c *Client) Direct(ctx context.Context, peer string) (*api.DirectResponse, 
 // were added to, started a direct conversation in or posted in, each with
 // its kind ("public", "private" or "direct"), the other user of a direct
 // conversation (Peer), and its log's newest seq and epoch, which a client
-// compares with RoomPosition to show what it missed. It returns
-// ErrNotConnected while the client is not live.
+// compares with RoomPosition to show what it missed, and the user's read
+// marker (ReadSeq, see MarkRead) with how many messages follow it
+// (Unread). It returns ErrNotConnected while the client is not live.
 func (c *Client) Conversations(ctx context.Context, limit int) ([]*api.Conversation, error) {
 	req := &api.ConversationsRequest{User: c.cfg.User, Limit: int32(limit)}
 	r := new(api.ConversationsResponse)

@@ -129,7 +129,7 @@ func (c *Client) observe(l *link, m *api.Message) (wentLive bool) {
 	switch m.GetKind() {
 	case api.Kind_KIND_ACK:
 		c.ownAckLocked(m.GetEpoch(), m.GetSeq())
-	case api.Kind_KIND_MESSAGE, api.Kind_KIND_LIVE:
+	case api.Kind_KIND_MESSAGE, api.Kind_KIND_LIVE, api.Kind_KIND_EDIT, api.Kind_KIND_DELETE, api.Kind_KIND_REACTION:
 		c.advanceLocked()
 	}
 	return wentLive
