@@ -510,9 +510,12 @@ func TestPageDirectWithToken(t *testing.T) {
 	postAs(t, carol, "http://"+n.HTTP+"/v1/rooms/"+carolDM+"/messages", `{"text":"signed and waiting"}`)
 
 	ctx := newBrowser(t)
-	do(t, ctx, "load, fill the token and join",
+	do(t, ctx, "load",
 		chromedp.Navigate("http://"+n.HTTP+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="name-input"]`)),
+	)
+	waitTokenProbe(t, ctx)
+	do(t, ctx, "fill the token and join",
 		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
 		chromedp.SendKeys(chromedp.CSS(`[data-testid="token-input"]`), alice),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
