@@ -541,3 +541,50 @@ func TestPageDirectWithToken(t *testing.T) {
 		t.Errorf("the room list says %q", note)
 	}
 }
+
+// TestPagePrivateRoom: bob adds alice to his private room: her personal
+// channel brings it into her list, unread; she reads and writes there;
+// when bob removes her, the node ends her subscription and the page says
+// so, greys the room out and stops her posting, while the rest of the
+// page goes on (same socket).
+func TestPagePrivateRoom(t *testing.T) {
+	chromePath(t)
+	n := startNode(t, "127.0.0.1:0")
+	ctx := newBrowser(t)
+	do(t, ctx, "spy on the sockets", spyOnSockets())
+	joinPage(t, ctx, n.HTTP, "alice", "general")
+
+	base := "http://" + n.HTTP
+	postJSON(t, base+"/v1/rooms", `{"user":"bob","room":"team"}`)
+	postJSON(t, base+"/v1/rooms/team/members", `{"user":"bob","member":"alice"}`)
+	poll(t, ctx, "team in the list, private and unread", unreadJS("team")+` &&
+		document.querySelector(`+jsString(itemSel("team"))+`).dataset.kind === "private" &&
+		document.querySelector(`+jsString(itemSel("team"))+`).dataset.state === "live"`)
+	postJSON(t, base+"/v1/rooms/team/messages", `{"user":"bob","text":"welcome to the team"}`)
+	poll(t, ctx, "bob's message in team", hasText("team", "welcome to the team"))
+	clickRoom(t, ctx, "team")
+	typeAndSend(t, ctx, "thanks")
+	poll(t, ctx, "alice's message confirmed", `!!document.querySelector('.messages[data-room="team"] .msg.own[data-seq]')`)
+
+	req, _ := http.NewRequest(http.MethodDelete, base+"/v1/rooms/team/members/alice?user=bob", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("remove alice: %d", resp.StatusCode)
+	}
+	poll(t, ctx, "the removal said and the room closed to her", `!!document.querySelector('.messages[data-room="team"] [data-kind="removed"]') &&
+		document.querySelector(`+jsString(itemSel("team"))+`).dataset.state === "removed" &&
+		document.querySelector('[data-testid="message-input"]').disabled`)
+	clickRoom(t, ctx, "general")
+	if d := mustEval[bool](t, ctx, `document.querySelector('[data-testid="message-input"]').disabled`); d {
+		t.Fatal("the input is disabled in general too")
+	}
+	typeAndSend(t, ctx, "still here")
+	poll(t, ctx, "general still works", `!!document.querySelector('.messages[data-room="general"] .msg.own[data-seq]')`)
+	if n := mustEval[int](t, ctx, `window.__ws.opened.length`); n != 1 {
+		t.Errorf("the page opened %d WebSockets, want 1", n)
+	}
+}
