@@ -561,6 +561,16 @@ func TestPageReconnect(t *testing.T) {
 	})
 }
 
+// waitTokenProbe waits until the page has asked the node whether it
+// requires a token and marked the token field so (aria-required). Typing
+// into that field while the answer changes its attributes races inside
+// chromedp (SendKeys reads the node's attributes without its lock, seen
+// under -race), so tests that type a token wait for this first.
+func waitTokenProbe(t *testing.T, ctx context.Context) {
+	t.Helper()
+	poll(t, ctx, "the token probe answered", `document.querySelector('[data-testid="token-input"]').getAttribute("aria-required") === "true"`)
+}
+
 // TestPageWithToken: against a node that requires JWTs, the page carries
 // the token given in its form (as a WebSocket subprotocol, never in the
 // URL), joins as the token's user, and its message is stored under that
@@ -574,9 +584,12 @@ func TestPageWithToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	do(t, ctx, "load, fill the token and join",
+	do(t, ctx, "load",
 		chromedp.Navigate("http://"+n.HTTP+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="name-input"]`)),
+	)
+	waitTokenProbe(t, ctx)
+	do(t, ctx, "fill the token and join",
 		chromedp.Clear(chromedp.CSS(`[data-testid="name-input"]`)),
 		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
 		chromedp.Clear(chromedp.CSS(`[data-testid="room-input"]`)),
