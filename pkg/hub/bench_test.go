@@ -166,3 +166,65 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc) + int64(ms.StackInuse)
 }
+
+// BenchmarkCoalescing measures the writer's adaptive coalescing on one
+// subscriber (WriteDelay 50 ms, the default). "keeps-up": each frame is
+// published after the previous one was written (a client that keeps up):
+// every frame leaves at once, in its own write. "behind": frames are
+// published back to back (up to 256 outstanding) while each write costs
+// 50 µs (a slow link): the backlog leaves in batches. Metrics: frames per write, and the mean wait
+// from publish to the write's end.
+func BenchmarkCoalescing(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		cost time.Duration
+		wait bool
+	}{{"keeps-up", 0, true}, {"behind", 50 * time.Microsecond, false}} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newHub(b, func(cfg *hub.Config) { cfg.WriteDelay = 50 * time.Millisecond })
+			p, _ := e.join(b, hub.JoinOptions{User: "p"}, false)
+			bt := newBatchTransport(c.cost)
+			if _, err := e.hub.Join(context.Background(), bt, hub.JoinOptions{User: "q", NoHistory: true}); err != nil {
+				b.Fatal(err)
+			}
+			sent := make([]time.Time, 0, b.N)
+			var lag time.Duration
+			total, writes := 0, 0
+			collect := func(n int) {
+				at := <-bt.at
+				for i := total; i < total+n; i++ {
+					lag += at.Sub(sent[i])
+				}
+				total += n
+				writes++
+			}
+			b.ResetTimer()
+			for range b.N {
+				sent = append(sent, time.Now())
+				if err := p.Publish(context.Background(), &api.Message{Text: "x"}); err != nil {
+					b.Fatal(err)
+				}
+				// keeps-up waits for each write; behind keeps at most
+				// 256 frames outstanding (under the queue's byte limit,
+				// past which the session would close as slow).
+				for c.wait && total < len(sent) || len(sent)-total > 256 {
+					collect(<-bt.sizes)
+				}
+				for drained := false; !drained; {
+					select {
+					case n := <-bt.sizes:
+						collect(n)
+					default:
+						drained = true
+					}
+				}
+			}
+			for total < b.N {
+				collect(<-bt.sizes)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(total)/float64(writes), "frames/write")
+			b.ReportMetric(float64(lag.Microseconds())/float64(total), "wait-µs")
+		})
+	}
+}

@@ -128,10 +128,12 @@ type Config struct {
 	// FlushTimeout bounds an orderly close: a session whose queue is not
 	// flushed within it is cut without the rest. Zero means 5 s.
 	FlushTimeout time.Duration
-	// WriteDelay is the shortest time between two writes to one client
-	// under sustained traffic: frames arriving meanwhile wait and leave
-	// together, in one system call. A client not written to for that long
-	// is written to at once. Zero writes every frame as soon as possible.
+	// WriteDelay bounds the time a frame may wait for others to leave
+	// with it (adaptive coalescing, see Session.writeLoop): a client that
+	// keeps up is written to at once; while writes keep finding frames
+	// that arrived during them, the writer waits before the next write,
+	// doubling the wait from a 32nd of WriteDelay up to WriteDelay, so
+	// the backlog leaves in few system calls. Zero never waits.
 	WriteDelay time.Duration
 	// WriterIdle is how long a session's writer goroutine waits for more
 	// frames after its queue empties before it exits: a busy client keeps

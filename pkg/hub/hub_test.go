@@ -523,20 +523,33 @@ func TestPresenceWithoutFlicker(t *testing.T) {
 	}
 }
 
-// batchTransport records the size of each Write.
-type batchTransport struct{ sizes chan int }
+// batchTransport records the size and time of each Write; each Write
+// takes cost, like a system call on a slow link.
+type batchTransport struct {
+	sizes chan int
+	at    chan time.Time
+	cost  time.Duration
+}
+
+func newBatchTransport(cost time.Duration) batchTransport {
+	return batchTransport{sizes: make(chan int, 10000), at: make(chan time.Time, 10000), cost: cost}
+}
 
 func (b batchTransport) Write(_ context.Context, frames []*hub.Frame) error {
+	time.Sleep(b.cost)
 	b.sizes <- len(frames)
+	b.at <- time.Now()
 	return nil
 }
 func (batchTransport) Close(hub.CloseReason) {}
 
+// A client that falls behind (its writes take long) gets the frames that
+// came meanwhile in few writes.
 func TestWriteDelayBatchesBusyClients(t *testing.T) {
 	t.Parallel()
 	e2 := newHub(t, func(c *hub.Config) { c.WriteDelay = 200 * time.Millisecond })
 	p, _ := e2.join(t, hub.JoinOptions{User: "p"}, false)
-	bt2 := batchTransport{sizes: make(chan int, 100)}
+	bt2 := newBatchTransport(30 * time.Millisecond)
 	if _, err := e2.hub.Join(context.Background(), bt2, hub.JoinOptions{User: "q", NoHistory: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -555,8 +568,75 @@ func TestWriteDelayBatchesBusyClients(t *testing.T) {
 			t.Fatalf("got %d of 10 frames", total)
 		}
 	}
-	if writes > 2 {
+	if writes > 3 {
 		t.Fatalf("10 frames in a burst took %d writes; want them batched", writes)
+	}
+}
+
+// The first frame to a client that is not behind is written at once,
+// however recently it was last written to: coalescing follows the load,
+// not a fixed delay. (A fixed delay of an hour held the second frame for
+// an hour.)
+func TestFirstFrameToAnIdleClientIsWrittenAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newHub(t, func(c *hub.Config) { c.WriteDelay = time.Hour })
+	p, _ := e.join(t, hub.JoinOptions{User: "p"}, false)
+	_, fq := e.join(t, hub.JoinOptions{User: "q", NoHistory: true}, false)
+	for i := range 5 {
+		if err := p.Publish(context.Background(), &api.Message{Text: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if m := fq.next(t); m.GetText() != fmt.Sprint(i) {
+			t.Fatalf("got %v", m)
+		}
+	}
+}
+
+// The wait a frame may spend coalescing is bounded by WriteDelay: a client
+// that stays behind is written to at least once per WriteDelay (plus a
+// write), not starved while frames keep coming.
+func TestCoalescingDelayIsBounded(t *testing.T) {
+	t.Parallel()
+	const delay = 100 * time.Millisecond
+	e := newHub(t, func(c *hub.Config) { c.WriteDelay = delay })
+	p, _ := e.join(t, hub.JoinOptions{User: "p"}, false)
+	bt := newBatchTransport(5 * time.Millisecond)
+	if _, err := e.hub.Join(context.Background(), bt, hub.JoinOptions{User: "q", NoHistory: true}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer stop()
+	sent := 0
+	for ctx.Err() == nil {
+		if err := p.Publish(context.Background(), &api.Message{Text: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+		time.Sleep(200 * time.Microsecond)
+	}
+	var last time.Time
+	worst, total, writes := time.Duration(0), 0, 0
+	for total < sent {
+		select {
+		case n := <-bt.sizes:
+			at := <-bt.at
+			if !last.IsZero() && at.Sub(last) > worst {
+				worst = at.Sub(last)
+			}
+			last = at
+			total += n
+			writes++
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %d of %d frames", total, sent)
+		}
+	}
+	// Generous slack for a loaded machine: the rule is "bounded", and a
+	// writer without the bound would grow its wait without end.
+	if worst > 3*delay {
+		t.Fatalf("%d frames in %d writes; the longest gap between writes was %v, want at most about %v", sent, writes, worst, delay)
+	}
+	if writes > sent/4 {
+		t.Fatalf("%d frames in %d writes: a client behind was not batched", sent, writes)
 	}
 }
 

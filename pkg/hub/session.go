@@ -291,9 +291,17 @@ func (s *Session) start() {
 func (s *Session) writeLoop() {
 	batch := s.takeSpare()
 	idle := false // the queue stayed empty for WriterIdle
+	// coalesce is the writer's current wait before a write: zero while
+	// the client keeps up (each write finds the queue empty after it), so
+	// a frame to a client that is not behind leaves at once; it grows
+	// while writes keep finding frames that came during them (see
+	// nextCoalesce), up to WriteDelay, and drops to zero again as soon as
+	// a write empties the queue.
+	var coalesce time.Duration
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
+			coalesce = 0
 			if !idle {
 				// Wait a while for more: a busy client keeps its
 				// writer rather than start one per frame.
@@ -315,12 +323,13 @@ func (s *Session) writeLoop() {
 		idle = false
 		closing, urgent := s.closing, s.urgent
 		s.mu.Unlock()
-		// Under sustained traffic, write at most once per WriteDelay, so
-		// that a busy client gets many frames per system call instead of
-		// one; a client written to less often than that is written to at
-		// once, so quiet rooms keep their latency. Acks never wait: a
+		// Adaptive coalescing: while frames keep arriving during writes
+		// (the client, or this node, is behind), wait up to coalesce
+		// after the last write, so that the backlog leaves in few system
+		// calls; a client that keeps up is written to at once, so its
+		// latency follows the load, not a fixed delay. Acks never wait: a
 		// sender waiting for one would be slowed to one send per delay.
-		if d := s.hub.cfg.WriteDelay; d > 0 && !closing && !urgent {
+		if d := coalesce; d > 0 && !closing && !urgent {
 			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
 				s.setDelay(wait)
 			wait:
@@ -363,6 +372,10 @@ func (s *Session) writeLoop() {
 			s.hub.metrics.delivered.Add(float64(len(batch)))
 			s.observeLag(batch)
 			clear(batch)
+			s.mu.Lock()
+			behind := len(s.queue) > 0
+			s.mu.Unlock()
+			coalesce = nextCoalesce(coalesce, behind, s.hub.cfg.WriteDelay)
 		}
 		if closing {
 			s.mu.Lock()
@@ -383,6 +396,23 @@ func (s *Session) writeLoop() {
 	s.t.Close(s.Reason())
 	s.hub.leave(s)
 	s.hub.wg.Done()
+}
+
+// nextCoalesce is the writer's coalescing delay after a write: zero when
+// the write left the queue empty (the client keeps up); else, the first
+// time, a 32nd of limit (1.5 ms of the default 50 ms), then twice the
+// last, up to limit. A client that stays behind soon gets limit (a batch
+// per limit: what a fixed delay gave every busy client, at its cost in
+// system calls); one briefly behind, a short wait. A zero limit never
+// waits.
+func nextCoalesce(cur time.Duration, behind bool, limit time.Duration) time.Duration {
+	switch {
+	case !behind || limit <= 0:
+		return 0
+	case cur == 0:
+		return max(limit/32, time.Microsecond)
+	}
+	return min(2*cur, limit)
 }
 
 // maxSpareFrames bounds the batch slice an idle session keeps for its next
