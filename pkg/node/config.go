@@ -232,7 +232,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate: serve HTTPS/WSS on -http-addr (with -http-tls-key)")
 	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key of -http-tls-cert")
 	fs.DurationVar(&c.DrainSpread, "drain-spread", 2*time.Second, "after the drain delay, clients are told to reconnect elsewhere in batches spread over this long")
-	fs.DurationVar(&c.WriteDelay, "write-delay", 50*time.Millisecond, "under sustained traffic, the shortest time between two writes to one client (frames in between leave together); 0 writes each at once")
+	fs.DurationVar(&c.WriteDelay, "write-delay", 50*time.Millisecond, "the longest a frame waits for others to leave with it: a client that keeps up is written to at once; one that falls behind is written to in batches, waiting up to this between writes; 0 never waits")
 	fs.Float64Var(&c.PresenceEvents, "presence-event-rate", 10, "join and leave events per second one room delivers to its watchers on a node (bursts of twice that); under churn the rest are dropped and the presence API stays exact")
 	fs.DurationVar(&c.PresenceTTL, "presence-ttl", 30*time.Second, "how long a node's presence records outlive its last heartbeat: the bound on how long a crashed node's users stay listed")
 	fs.DurationVar(&c.LeaveGrace, "leave-grace", 5*time.Second, "how long a user may be gone before the room hears it left (no leave/join flicker on a quick reconnect)")
