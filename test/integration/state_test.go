@@ -39,7 +39,13 @@ type stream struct {
 // openStream joins first on a raw stream to addr and collects its frames.
 func openStream(t *testing.T, ctx context.Context, tr client.Transport, addr string, first *api.Message) *stream {
 	t.Helper()
-	s := &stream{t: t, r: dialRaw(t, ctx, tr, addr), done: make(chan struct{})}
+	return collect(t, dialRaw(t, ctx, tr, addr), first)
+}
+
+// collect joins first on r and collects its frames.
+func collect(t *testing.T, r raw, first *api.Message) *stream {
+	t.Helper()
+	s := &stream{t: t, r: r, done: make(chan struct{})}
 	if err := s.r.Send(first); err != nil {
 		t.Fatal(err)
 	}
@@ -615,24 +621,7 @@ func TestNonAuthorRefusedEverywhere(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.CloseNow() })
-			ws := &stream{t: t, r: &wsRaw{ctx: ctx, c: c}, done: make(chan struct{})}
-			if err := ws.r.Send(first); err != nil {
-				t.Fatal(err)
-			}
-			go func() {
-				defer close(ws.done)
-				for {
-					m, err := ws.r.Recv()
-					ws.mu.Lock()
-					if err != nil {
-						ws.err = err
-						ws.mu.Unlock()
-						return
-					}
-					ws.got = append(ws.got, m)
-					ws.mu.Unlock()
-				}
-			}()
+			ws := collect(t, &wsRaw{ctx: ctx, c: c}, first)
 			for _, s := range []*stream{gs, ws} {
 				s.wait("live", has(api.Kind_KIND_LIVE, func(*api.Message) bool { return true }))
 				for i, m := range []*api.Message{edit, del} {
