@@ -435,6 +435,10 @@ func TestPageUnreadCounts(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`[data-testid="room-join-button"]`)),
 		)
 		poll(t, ctx, "news live", `document.querySelector(`+jsString(itemSel("news"))+`).dataset.state === "live"`)
+		// An empty room still says so, beside the (empty) top of its list.
+		if e := mustEval[string](t, ctx, `getComputedStyle(document.querySelector('[data-testid="message-list"]'), "::before").content`); !strings.Contains(e, "No messages in #news yet") {
+			t.Errorf("the empty news says %s", e)
+		}
 		clickRoom(t, ctx, "general")
 	}
 	for _, ctx := range []context.Context{a, b} {
