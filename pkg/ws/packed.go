@@ -147,10 +147,9 @@ func packedScratch(n int) int { return 20 * n }
 // appendPacked appends to bufs the frames that carry msgs packed in mode
 // m (modeNDJSON or modeProto), each payload at most MaxPackedBytes unless
 // it is one message. The messages' encodings are shared, not copied: only
-// headers, separators and length prefixes are written, into scratch,
-// which must have room for packedScratch(len(msgs)) bytes beyond its
-// length (so that it never grows, and the slices of it in bufs stay
-// valid). It returns bufs and scratch, extended.
+// headers, separators and length prefixes are written, into scratch
+// (given room for packedScratch(len(msgs)) bytes beyond its length, it
+// does not grow). It returns bufs and scratch, extended.
 func appendPacked(bufs net.Buffers, scratch []byte, msgs []*hub.Frame, m mode) (net.Buffers, []byte) {
 	op, payload, framing := byte(opText), jsonPayload, func(p []byte) int { return 1 }
 	if m == modeProto {
