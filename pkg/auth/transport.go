@@ -17,7 +17,9 @@ import (
 // never the token.
 const SubprotocolPrefix = "bearer."
 
-// Subprotocol is the WebSocket subprotocol the server selects.
+// Subprotocol is the WebSocket subprotocol of the default framing (one
+// JSON message per frame), which the server selects when offered; pkg/ws
+// defines the packed ones a client may offer instead.
 const Subprotocol = "chat.v1"
 
 // bearer extracts the token of an "Authorization: Bearer <t>" value.

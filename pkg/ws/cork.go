@@ -2,7 +2,6 @@ package ws
 
 import (
 	"bufio"
-	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
@@ -20,8 +19,9 @@ import (
 // interleaving with a batch.
 type rawConn struct {
 	net.Conn
-	mu   sync.Mutex
-	bufs net.Buffers // reused across batches
+	mu      sync.Mutex
+	bufs    net.Buffers // reused across batches
+	scratch []byte      // packed frames' headers and prefixes, reused while small
 }
 
 func (c *rawConn) Write(p []byte) (int, error) {
@@ -30,14 +30,22 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// writeFrames sends the frames' WebSocket encodings in one system call (or a
-// few, past the kernel's iovec limit), bounded by timeout.
-func (c *rawConn) writeFrames(frames []*hub.Frame, timeout time.Duration) error {
+// writeFrames sends the frames' WebSocket encodings in mode m (one frame
+// each, or packed) in one system call (or a few, past the kernel's iovec
+// limit), bounded by timeout.
+func (c *rawConn) writeFrames(frames []*hub.Frame, m mode, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bufs := c.bufs[:0]
-	for _, f := range frames {
-		bufs = append(bufs, f.Wire(textFrame))
+	if m == modeSingle {
+		for _, f := range frames {
+			bufs = append(bufs, f.Wire(textFrame))
+		}
+	} else {
+		if need := packedScratch(len(frames)); cap(c.scratch) < need {
+			c.scratch = make([]byte, 0, need)
+		}
+		bufs, _ = appendPacked(bufs, c.scratch[:0], frames, m)
 	}
 	c.bufs = bufs
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
@@ -48,32 +56,24 @@ func (c *rawConn) writeFrames(frames []*hub.Frame, timeout time.Duration) error 
 	if cap(bufs) > 4096 {
 		c.bufs = nil // don't pin a burst's slice on an idle connection
 	}
+	if cap(c.scratch) > maxIdleScratch {
+		c.scratch = nil
+	}
 	return err
 }
 
-// textFrame encodes f's JSON, with browser numbers (BrowserJSON), as one unmasked, final WebSocket text frame
-// (RFC 6455 §5.2), as a server sends it.
+// maxIdleScratch is the largest scratch a connection keeps between
+// batches: enough for a dozen messages, so that a quiet connection packs
+// without allocating, and little for an idle one to hold.
+const maxIdleScratch = 256
+
+// textFrame encodes f's JSON, with browser numbers (BrowserJSON), as one
+// unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends
+// it.
 func textFrame(f *hub.Frame) []byte {
 	p := BrowserJSON(f.JSON())
-	var hdr [10]byte
-	hdr[0] = 0x81 // FIN, opcode text
-	n := 2
-	switch l := len(p); {
-	case l < 126:
-		hdr[1] = byte(l)
-	case l <= 0xFFFF:
-		hdr[1] = 126
-		binary.BigEndian.PutUint16(hdr[2:], uint16(l))
-		n = 4
-	default:
-		hdr[1] = 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
-		n = 10
-	}
-	b := make([]byte, n+len(p))
-	copy(b, hdr[:n])
-	copy(b[n:], p)
-	return b
+	b := appendHeader(make([]byte, 0, 10+len(p)), opText, len(p))
+	return append(b, p...)
 }
 
 // controlFrameBuffer is the library's write buffer: a control frame's

@@ -2,10 +2,22 @@
 // /v1/chat/stream, turns JSON frames (the gateway's protojson mapping of
 // chat.Message) into hub calls, and writes the hub's frames back.
 //
-// Every frame a client receives is one JSON object: a chat.Message, or an
-// error in the gateway's shape {"error":{"code":N,"message":"..."}}. Every
-// text in it, and every close reason, is valid UTF-8, cut on a character
-// boundary (hub.ClientText): error texts may quote the client's input.
+// By default every frame a client receives is one JSON object: a
+// chat.Message, or an error in the gateway's shape
+// {"error":{"code":N,"message":"..."}}. Every text in it, and every close
+// reason, is valid UTF-8, cut on a character boundary (hub.ClientText):
+// error texts may quote the client's input.
+//
+// A client may opt in to packed frames by offering a subprotocol (beside
+// its "bearer.<jwt>" token, if any); the server selects the first it
+// speaks in the client's order, never a token, and chat.v1 or none means
+// the default. SubprotocolNDJSON: text frames of the same JSON objects
+// separated by "\n". SubprotocolProto: binary frames of chat.Messages, each
+// after its varint length. A packed frame holds at most MaxPackedBytes
+// unless one message is bigger; a batch beyond it is several frames. In
+// either packed mode the client may send text frames of ndjson or binary
+// frames of length-prefixed protobuf, each message answered and counted
+// (invalid-frame budget) on its own, the whole frame under the read limit.
 //
 // What a client may hold is bounded. A connection is admitted
 // (hub.Hub.Admit) before it is upgraded, so it counts against the node's
@@ -31,6 +43,9 @@
 // them.
 //
 // Writes are batched: when a client's queue holds several frames, they are
-// encoded as separate WebSocket messages but leave in one system call (see
-// corkConn), which is what lets one node fan out a million frames a second.
+// encoded as separate WebSocket messages (or packed, in a packed mode) but
+// leave in one system call (see rawConn), which is what lets one node fan
+// out a million frames a second. Packing copies no message: the frames
+// share each message's cached encoding, and only headers, separators and
+// length prefixes are written per connection.
 package ws

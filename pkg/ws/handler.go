@@ -93,12 +93,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cw := &corkWriter{ResponseWriter: w}
+	var protos []string
+	if p := selectSubprotocol(r); p != "" {
+		// Never the token: a browser carrying "bearer.<jwt>" also offers
+		// chat.v1 (or a packed mode), which is what gets echoed.
+		protos = []string{p}
+	}
 	c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		OriginPatterns:  h.cfg.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
-		// Never the token: a browser carrying "bearer.<jwt>" also offers
-		// chat.v1, which is what gets echoed.
-		Subprotocols: []string{auth.Subprotocol},
+		Subprotocols:    protos,
 	})
 	if err != nil {
 		adm.Release()
@@ -106,9 +110,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.SetReadLimit(h.readLimit)
+	m, _ := modeOf(c.Subprotocol())
 	// r.Context() must not be used after the upgrade: the connection is
 	// hijacked. The session has its own context.
-	conn := &conn{h: h, c: c, raw: cw.conn, claims: claims, closed: make(chan struct{})}
+	conn := &conn{h: h, c: c, raw: cw.conn, mode: m, claims: claims, closed: make(chan struct{})}
 	ctx := context.Background()
 	if stop, ok := conn.join(ctx, adm); ok {
 		// The rest of the connection's life is reading, on a goroutine
@@ -123,14 +128,18 @@ type conn struct {
 	h      *Handler
 	c      *websocket.Conn
 	raw    *rawConn
+	mode   mode // the framing, by subprotocol
 	claims *auth.Claims
 	sess   *hub.Session
 	// closed is closed once the session's writer has closed the
 	// connection (Close): only then may run drop it.
 	closed chan struct{}
 	// invalid counts the frames the client sent that were malformed or
-	// refused as invalid; only the reading goroutine uses it.
+	// refused as invalid (in a packed frame, each such message); only the
+	// reading goroutine uses it.
 	invalid int
+	// in splits the client's packed frames (packed modes only).
+	in packedReader
 }
 
 // tooManyInvalid is the close reason of a connection that spent its
@@ -259,23 +268,39 @@ func (k *conn) readFirst(ctx context.Context) (*api.Message, bool) {
 	}
 }
 
-// readMessage reads one frame. It returns the decoding error of a malformed
-// frame (for the caller to answer), and ok false when the connection is
-// done.
+// readMessage reads the client's next message: one frame in the default
+// mode, the next message of a packed frame (reading one when none is left)
+// in the others. It returns the decoding error of a malformed message (for
+// the caller to answer), and ok false when the connection is done.
 func (k *conn) readMessage(ctx context.Context) (m *api.Message, bad error, ok bool) {
-	typ, data, err := k.c.Read(ctx)
-	if err != nil {
-		return nil, nil, false
+	for {
+		if k.in.more() {
+			m, bad := k.in.next()
+			if m == nil && bad == nil {
+				continue // a blank line
+			}
+			return m, bad, true
+		}
+		typ, data, err := k.c.Read(ctx)
+		if err != nil {
+			return nil, nil, false
+		}
+		if k.mode != modeSingle {
+			if err := k.in.start(typ, data); err != nil {
+				return nil, err, true
+			}
+			continue
+		}
+		if typ != websocket.MessageText {
+			k.c.Close(websocket.StatusUnsupportedData, "binary frames are not supported: send JSON text frames")
+			return nil, nil, false
+		}
+		m, err = DecodeFrame(data)
+		if err != nil {
+			return nil, err, true
+		}
+		return m, nil, true
 	}
-	if typ != websocket.MessageText {
-		k.c.Close(websocket.StatusUnsupportedData, "binary frames are not supported: send JSON text frames")
-		return nil, nil, false
-	}
-	m, err = DecodeFrame(data)
-	if err != nil {
-		return nil, err, true
-	}
-	return m, nil, true
 }
 
 // DecodeFrame parses a client's text frame: a chat.Message in protojson.
@@ -389,24 +414,26 @@ func (k *conn) fail(ctx context.Context, err error) {
 	k.c.Close(status, truncateReason(e.Msg))
 }
 
+// writeError writes an error frame before the join (after it, errors go
+// through the session's queue), in the connection's mode.
 func (k *conn) writeError(ctx context.Context, code codes.Code, msg string, retryMs int64) {
-	b, err := protojson.Marshal(&api.Message{Error: &api.Error{Code: int32(code), Message: hub.ClientText(msg, hub.MaxErrorText), RetryAfterMs: retryMs}})
+	typ, b, err := errorFrame(k.mode, &api.Message{Error: &api.Error{Code: int32(code), Message: hub.ClientText(msg, hub.MaxErrorText), RetryAfterMs: retryMs}})
 	if err != nil {
 		// Cannot happen with a valid UTF-8 text; never send a broken frame.
 		k.h.log.Error("encode error frame", "err", err)
 		return
 	}
-	b = BrowserJSON(b) // retryAfterMs as a number, like every other frame
 	wctx, cancel := context.WithTimeout(ctx, k.h.cfg.WriteTimeout)
 	defer cancel()
-	_ = k.c.Write(wctx, websocket.MessageText, b)
+	_ = k.c.Write(wctx, typ, b)
 }
 
-// Write implements hub.Transport: the batch leaves in one system call.
+// Write implements hub.Transport: the batch leaves in one system call, one
+// frame per message or packed (by the connection's mode).
 // ctx is not watched here: a session closed without flush closes the
 // connection (see run), which ends a blocked write.
 func (k *conn) Write(ctx context.Context, frames []*hub.Frame) error {
-	if err := k.raw.writeFrames(frames, k.h.cfg.WriteTimeout); err != nil {
+	if err := k.raw.writeFrames(frames, k.mode, k.h.cfg.WriteTimeout); err != nil {
 		return fmt.Errorf("ws: write: %w", err)
 	}
 	return nil
