@@ -281,7 +281,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	var stopping atomic.Bool
 	var readers sync.WaitGroup
 	for i, c := range subs.conns {
-		sstats[i] = newSubStats(p, i%cfg.rooms)
+		sstats[i] = newSubStats(p, i)
 		readers.Add(1)
 		go func() {
 			defer readers.Done()

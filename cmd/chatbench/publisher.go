@@ -193,6 +193,10 @@ func (st *pubStats) send(ctx context.Context, s sender, pub int, text []byte, in
 
 func pubUser(pub int) string { return "bench-p" + strconv.Itoa(pub) }
 
+// pubJoin is a publisher's join options: live messages only, with events,
+// for an acknowledgement (or an error) per send.
+func pubJoin() *api.Join { return &api.Join{NoHistory: true, Events: true} }
+
 // grpcPub publishes over its own gRPC connection and drains what the room
 // sends back.
 type grpcPub struct {
@@ -208,7 +212,7 @@ func dialGRPCPub(ctx context.Context, cfg *config, pub int, st *pubStats) (*grpc
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(withToken(context.Background(), cfg.token))
-	stream, err := openStream(ctx, sctx, cc, pubUser(pub), cfg.room(pub%cfg.rooms), true)
+	stream, err := openStream(ctx, sctx, cc, pubUser(pub), cfg.room(pub%cfg.rooms), pubJoin())
 	if err != nil {
 		cancel()
 		cc.Close()
@@ -263,7 +267,7 @@ func dialWSPub(ctx context.Context, cfg *config, pub int, st *pubStats) (*wsPub,
 		return nil, fmt.Errorf("publisher %d: %w", pub, err)
 	}
 	w := &wsPub{conn: conn, done: make(chan struct{}), stop: make(chan struct{})}
-	if err := w.write(joinFrame(pubUser(pub), cfg.room(pub%cfg.rooms), true)); err != nil {
+	if err := w.write(joinFrame(pubUser(pub), cfg.room(pub%cfg.rooms), pubJoin())); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("publisher %d: join: %w", pub, err)
 	}

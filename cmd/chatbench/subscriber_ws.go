@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,9 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"example.com/chat/api"
 )
 
 // maxFrame bounds one WebSocket frame read from a server.
@@ -36,18 +38,14 @@ func dialWS(ctx context.Context, addr, token string) (net.Conn, *bufio.Reader, e
 	return conn, br, nil
 }
 
-// joinFrame is the first frame of a stream: join room as user, live
-// messages only, no events.
-func joinFrame(user, room string, events bool) ws.Frame {
-	join := map[string]any{"noHistory": true}
-	if events {
-		join["events"] = true // acknowledgements for a publisher
-	}
-	b, err := json.Marshal(map[string]any{"user": user, "room": room, "join": join})
+// joinFrame is the first frame of a stream: join room as user with join's
+// options, in the page's JSON.
+func joinFrame(user, room string, join *api.Join) ws.Frame {
+	msg, err := protojson.Marshal(&api.Message{User: user, Room: room, Join: join})
 	if err != nil {
-		panic(err) // strings and a bool always marshal
+		panic(err) // a message of strings, bools and numbers always marshals
 	}
-	return ws.NewTextFrame(b)
+	return ws.NewTextFrame(msg)
 }
 
 // closeWS sends a normal close frame (under mu, which serializes writes)
@@ -175,7 +173,8 @@ func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, er
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)
 	}
 	s := &wsSub{conn: conn, r: newFrameReader(conn, br, bufSize), id: i}
-	if err := s.write(joinFrame(subUser(i), cfg.room(i%cfg.rooms), false)); err != nil {
+	room, join := subJoin(cfg, i)
+	if err := s.write(joinFrame(subUser(i), room, join)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("subscriber %d: join: %w", i, err)
 	}
@@ -193,7 +192,7 @@ func (s *wsSub) run(st *subStats, p *plan) error {
 	err := s.r.each(s.write, func(b []byte) {
 		now := s.r.src.now
 		st.frames++
-		text, seq, ok := frameFields(b)
+		text, room, seq, ok := frameFields(b)
 		if !ok {
 			st.foreign++
 			if bytes.Contains(b, []byte(`"error"`)) {
@@ -201,7 +200,7 @@ func (s *wsSub) run(st *subStats, p *plan) error {
 			}
 			return
 		}
-		observe(st, p, text, seq, now)
+		observe(st, p, text, room, seq, now)
 	})
 	st.reads = s.r.src.reads
 	return fmt.Errorf("subscriber %d (ws): %w", s.id, err)
