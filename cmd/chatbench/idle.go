@@ -44,6 +44,8 @@ type idleResult struct {
 	HeapBytesPerSub    float64 `json:"server_heap_bytes_per_subscription,omitempty"`
 	ServerGoroutines   int64   `json:"server_goroutines_after,omitempty"`
 	ServerGoroutinesB4 int64   `json:"server_goroutines_before,omitempty"`
+
+	LoadAvg []float64 `json:"load_avg,omitempty"` // the host's (1, 5, 15 min), when measured
 }
 
 // runIdle opens cfg.idle connections that join a room and send nothing,
@@ -110,6 +112,7 @@ func runIdle(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	}
 	stop()
 	after, sampleErr := sampleServers(cfg.pids)
+	r.LoadAvg = loadAvg()
 	var heapAfter heapSample
 	if sampleErr == nil {
 		heapAfter, sampleErr = sampleHeaps(ctx, cfg.pprofAddrs)

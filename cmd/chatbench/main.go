@@ -317,6 +317,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		servers serverSample
 		self    time.Duration
 		acks    uint64 // acknowledgements received so far, all publishers
+		load    []float64
 		err     error
 	}
 	edges := make(chan edge, 2)
@@ -332,7 +333,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			for _, st := range pstats {
 				acks += st.acks.Load()
 			}
-			edges <- edge{s, selfCPU(), acks, err}
+			edges <- edge{s, selfCPU(), acks, loadAvg(), err}
 		}
 	}()
 
@@ -420,5 +421,6 @@ drain:
 	r := buildResult(cfg, p, connectTime, sstats, pstats, expected)
 	r.addCPU(cfg, win[0].servers, win[1].servers, win[1].self-win[0].self)
 	r.AcksPerSec = float64(win[1].acks-win[0].acks) / cfg.duration.Seconds()
+	r.LoadAvg = win[1].load
 	return r.write(stdout, cfg.jsonOut)
 }

@@ -199,3 +199,24 @@ func goroutineCount(profile []byte) (int64, error) {
 	}
 	return n, nil
 }
+
+// loadAvg returns the host's 1, 5 and 15 minute load averages from
+// /proc/loadavg (nil if unreadable): a shared machine's figures are read
+// with it.
+func loadAvg() []float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	f := bytes.Fields(b)
+	if len(f) < 3 {
+		return nil
+	}
+	out := make([]float64, 3)
+	for i := range out {
+		if out[i], err = strconv.ParseFloat(string(f[i]), 64); err != nil {
+			return nil
+		}
+	}
+	return out
+}

@@ -87,6 +87,9 @@ type result struct {
 	ServerCPUPer100k float64        `json:"server_cpu_s_per_100k,omitempty"`
 	ServerRSSBytes   int64          `json:"server_rss_bytes,omitempty"` // at the window's end
 	Servers          []serverResult `json:"servers,omitempty"`
+	// LoadAvg is the host's load average (1, 5, 15 min) at the window's
+	// end: on a shared machine, how much else ran.
+	LoadAvg []float64 `json:"load_avg,omitempty"`
 }
 
 type latency struct {

@@ -84,7 +84,45 @@ func dialGRPCSub(ctx context.Context, cfg *config, i int, cc *grpc.ClientConn) (
 		cancel()
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)
 	}
+	if err := awaitLive(ctx, stream, cfg.roomsPerConn); err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscriber %d: %w", i, err)
+	}
 	return &grpcSub{stream: stream, cancel: cancel, id: i}, nil
+}
+
+// awaitLive receives until every one of the stream's k rooms sent its
+// KIND_LIVE (k > 1; see wsSub.awaitLive). A KIND_ERROR (a refused
+// subscription) fails it; ctx ending first cancels the stream (its caller
+// then does).
+func awaitLive(ctx context.Context, stream grpc.BidiStreamingClient[api.Message, api.Message], k int) error {
+	if k <= 1 {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		var m api.Message
+		for live := 0; live < k; {
+			if err := stream.RecvMsg(&m); err != nil {
+				done <- fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, err)
+				return
+			}
+			switch m.GetKind() {
+			case api.Kind_KIND_LIVE:
+				live++
+			case api.Kind_KIND_ERROR:
+				done <- fmt.Errorf("error event while subscribing to %q: %s", m.GetRoom(), m.GetError().GetMessage())
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %d rooms to be live: %w", k, ctx.Err())
+	}
 }
 
 // run receives until the stream ends; the error says why.

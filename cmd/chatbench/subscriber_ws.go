@@ -110,6 +110,12 @@ func (e *closeError) Error() string {
 // complete text message to onText (valid only during the call) and
 // answering pings and closes with write.
 func (fr *frameReader) each(write func(ws.Frame) error, onText func([]byte)) error {
+	return fr.until(write, func(b []byte) bool { onText(b); return false })
+}
+
+// until is each, but stops (with a nil error) after the first text
+// message for which onText returns true.
+func (fr *frameReader) until(write func(ws.Frame) error, onText func([]byte) (done bool)) error {
 	for {
 		h, err := ws.ReadHeaderBuffer(fr.r, fr.hdr)
 		if err != nil {
@@ -131,16 +137,19 @@ func (fr *frameReader) each(write func(ws.Frame) error, onText func([]byte)) err
 		}
 		switch h.OpCode {
 		case ws.OpText, ws.OpBinary:
-			if h.Fin {
-				onText(p)
-			} else {
+			if !h.Fin {
 				fr.frag = append(fr.frag[:0], p...)
+			} else if onText(p) {
+				return nil
 			}
 		case ws.OpContinuation:
 			fr.frag = append(fr.frag, p...)
 			if h.Fin {
-				onText(fr.frag)
+				done := onText(fr.frag)
 				fr.frag = fr.frag[:0]
+				if done {
+					return nil
+				}
 			}
 		case ws.OpPing:
 			if err := write(ws.NewPongFrame(p)); err != nil {
@@ -178,7 +187,43 @@ func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, er
 		conn.Close()
 		return nil, fmt.Errorf("subscriber %d: join: %w", i, err)
 	}
+	if err := s.awaitLive(ctx, cfg.roomsPerConn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("subscriber %d: %w", i, err)
+	}
 	return s, nil
+}
+
+// awaitLive reads until every one of the stream's k rooms sent its
+// KIND_LIVE (k > 1: the stream asked for events), so that the run starts
+// with each connection in all its rooms; a one-room stream without events
+// gets none, and is live once its join is read. An error frame (a
+// refused subscription) fails it. ctx bounds the wait.
+func (s *wsSub) awaitLive(ctx context.Context, k int) error {
+	if k <= 1 {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	live := 0
+	var errFrame error
+	err := s.r.until(s.write, func(b []byte) bool {
+		switch {
+		case bytes.Contains(b, []byte(`"KIND_LIVE"`)):
+			live++
+		case bytes.Contains(b, []byte(`"error"`)):
+			errFrame = fmt.Errorf("error frame while subscribing: %.200s", b)
+			return true
+		}
+		return live >= k
+	})
+	if !stop() {
+		return fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, err)
+	}
+	return errFrame
 }
 
 func (s *wsSub) write(f ws.Frame) error {
