@@ -68,6 +68,11 @@ start_redis() {
   for _ in $(seq 1 50); do redis-cli -p 16399 ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
+stop_redis() { # and wait, so that the next group can bind its port
+  kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
+  redis_pid=""
+}
+
 bench() { # label, chatbench args...
   local label=$1; shift
   local pids
@@ -117,7 +122,7 @@ if has 3nodes; then
   redis-cli -p 16399 flushall >/dev/null
   start_nodes 3 127.0.0.1:16399
   bench "3nodes-rooms100-grpc" -transport grpc -subs 1000 -pubs 100 -rooms 100 -rate 10 "${common[@]}"
-  kill "$redis_pid"
+  stop_redis
 fi
 
 if has idle; then
@@ -156,22 +161,32 @@ if has manyrooms-3nodes; then
       bench "manyrooms-3nodes-$tr-${rr#*:}" -transport "$tr" "${many[@]}" -rate "${rr%:*}" "${common[@]}"
     done
   done
-  kill "$redis_pid"
+  stop_redis
 fi
 
 # Memory per subscription, node level: N connections in all 100 rooms each
 # against 100*N connections in one room each (the same subscriptions), on
-# a fresh node; RSS and the live heap after a GC (-pprof-addrs).
+# a fresh node; RSS and the live heap after a GC (-pprof-addrs). The 20 s
+# settle lets the join's presence events drain (every join is an event to
+# the room's other members): measured sooner, gRPC still holds them.
+# The -redis run keeps presence and history in Redis, not in the node.
 if has manyrooms-idle; then
   with_pprof=1
+  idle=(-warmup 20s -duration 5s)
   for tr in ws grpc; do
     start_nodes 1
-    bench "manyrooms-idle-$tr-100x100" -transport "$tr" -idle 100 -rooms 100 -rooms-per-conn 100 -warmup 5s -duration 5s
+    bench "manyrooms-idle-$tr-100x100" -transport "$tr" -idle 100 -rooms 100 -rooms-per-conn 100 "${idle[@]}"
     start_nodes 1
-    bench "manyrooms-idle-$tr-10000x1" -transport "$tr" -idle 10000 -rooms 100 -warmup 5s -duration 5s
+    bench "manyrooms-idle-$tr-10000x1" -transport "$tr" -idle 10000 -rooms 100 "${idle[@]}"
     start_nodes 1
-    bench "manyrooms-idle-$tr-1000x100" -transport "$tr" -idle 1000 -rooms 100 -rooms-per-conn 100 -warmup 5s -duration 5s
+    bench "manyrooms-idle-$tr-1000x100" -transport "$tr" -idle 1000 -rooms 100 -rooms-per-conn 100 "${idle[@]}"
   done
+  start_redis
+  redis-cli -p 16399 flushall >/dev/null
+  start_nodes 1 127.0.0.1:16399
+  bench "manyrooms-idle-ws-1000x100-redis" -transport ws -idle 1000 -rooms 100 -rooms-per-conn 100 "${idle[@]}"
+  stop_nodes
+  stop_redis
   with_pprof=""
 fi
 stop_nodes

@@ -12,12 +12,19 @@
 // second on stderr and a summary (or -json) on stdout, with the servers' CPU
 // per 100k deliveries and RSS when given their -pids.
 //
+// With -rooms-per-conn K, each subscriber connection receives K of the
+// rooms on its one stream (Join.rooms; connection i takes rooms
+// (i*K + j) mod -rooms), and counts as open once each of them sent
+// KIND_LIVE; a message in room r is expected once by every connection in
+// r, and its room tag is checked.
+//
 // With -flood, publishers send back to back instead, as fast as their
 // stream takes (-max-unacked bounds the sends waiting for an answer), and
 // the summary's acks/s is what a stream gets.
 //
-// With -idle N it holds N idle connections and reports the servers' memory
-// per connection.
+// With -idle N it holds N idle connections (in -rooms-per-conn rooms each)
+// and reports the servers' memory per connection and per subscription:
+// RSS from -pids, the live heap after a GC from -pprof-addrs.
 //
 // Run the nodes with a high per-user send rate, or the limiter is what gets
 // measured:

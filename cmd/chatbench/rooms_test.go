@@ -251,3 +251,35 @@ func TestSubJoin(t *testing.T) {
 		t.Errorf("one-room subJoin = %q, %v; want b3 without events, as a seed client", room, join)
 	}
 }
+
+// TestStaggerRank: the stagger is a permutation of the publishers, so a
+// one-room schedule keeps its offsets, and the publishers of a connection's
+// 20 consecutive rooms (of 100) tick at least 3% of the interval apart
+// (in publisher order they would be 1% apart, 20 messages in one burst).
+func TestStaggerRank(t *testing.T) {
+	for _, pubs := range []int{1, 2, 3, 10, 64, 100, 101, 1000} {
+		seen := make([]bool, pubs)
+		for p := range pubs {
+			r := staggerRank(p, pubs)
+			if r < 0 || r >= pubs || seen[r] {
+				t.Fatalf("pubs %d: rank %d of publisher %d is out of range or taken", pubs, r, p)
+			}
+			seen[r] = true
+		}
+	}
+	cfg := &config{pubs: 100, rooms: 100, roomsPerConn: 20, rate: 0.5, batch: 1, duration: time.Second}
+	p := newPlan(cfg, time.Unix(1000, 0))
+	for first := range 100 {
+		var offs []time.Duration
+		for j := range 20 {
+			offs = append(offs, p.offset((first+j)%100))
+		}
+		slices.Sort(offs)
+		offs = append(offs, offs[0]+p.interval) // around the circle
+		for k := 1; k < len(offs); k++ {
+			if gap := offs[k] - offs[k-1]; gap < p.interval*3/100 {
+				t.Fatalf("rooms %d..%d: publishers' offsets %v are %v apart", first, first+19, offs, gap)
+			}
+		}
+	}
+}
