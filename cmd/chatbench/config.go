@@ -31,6 +31,7 @@ type config struct {
 	subs         int
 	pubs         int
 	rooms        int
+	roomsPerConn int     // rooms each subscriber (and idle) connection receives on its one stream
 	rate         float64 // messages per second per publisher
 	duration     time.Duration
 	warmup       time.Duration
@@ -42,6 +43,7 @@ type config struct {
 	jsonOut      bool
 	pids         []int
 	idle         int
+	pprofAddrs   []string // the nodes' -pprof-addr: -idle reads their live heap
 	token        string
 	roomPrefix   string
 	label        string
@@ -62,8 +64,16 @@ message's intended send time (so a stalled publisher shows as latency, not as
 fewer samples). It prints one progress line per second on stderr and a summary
 on stdout (-json for machines), then stops by itself.
 
-With -idle N it instead holds N idle connections open and reports the
-servers' memory per connection (from their RSS: give -pids).
+With -rooms-per-conn K, each subscriber connection receives K of the
+-rooms rooms on its one stream (Join.rooms; connection i takes rooms
+(i*K + j) mod -rooms for j < K, so every room gets the same number of
+subscribers, give or take one), and a message in room r is expected once
+by every connection in r.
+
+With -idle N it instead holds N idle connections open (each in
+-rooms-per-conn rooms) and reports the servers' memory per connection and
+per room subscription (from their RSS: give -pids; the live heap after a
+GC too with -pprof-addrs).
 
 IMPORTANT: run the nodes with a high per-user rate limit, or publishers are
 throttled and the run measures the limiter:
@@ -74,7 +84,11 @@ Examples:
 
     chatbench -ws-addrs 127.0.0.1:8080 -grpc-addrs 127.0.0.1:50051 \
       -subs 1000 -pubs 10 -rooms 10 -rate 100 -duration 30s -pids $(pgrep -d, -x node)
+    chatbench -ws-addrs 127.0.0.1:8080 -grpc-addrs 127.0.0.1:50051 \
+      -subs 1000 -rooms 100 -rooms-per-conn 20 -pubs 100 -rate 5 -pids 1234   # 100k deliveries/s
     chatbench -ws-addrs 127.0.0.1:8080 -idle 10000 -transport ws -pids 1234
+    chatbench -ws-addrs 127.0.0.1:8080 -idle 100 -rooms 100 -rooms-per-conn 100 -pids 1234 \
+      -pprof-addrs 127.0.0.1:6060   # node -pprof-addr 127.0.0.1:6060
     chatbench -grpc-addrs 127.0.0.1:50051 -transport grpc -subs 1 -pubs 1 -flood   # one stream's acks/s
 
 Flags:
@@ -89,7 +103,7 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 		fmt.Fprint(out, usageHead)
 		fs.PrintDefaults()
 	}
-	var wsAddrs, grpcAddrs, pids string
+	var wsAddrs, grpcAddrs, pids, pprofAddrs string
 	fs.StringVar(&wsAddrs, "ws-addrs", "", "comma-separated node HTTP addresses (host:port) for WebSocket connections")
 	fs.StringVar(&grpcAddrs, "grpc-addrs", "", "comma-separated node gRPC addresses (host:port)")
 	fs.StringVar(&c.transport, "transport", transportWS, "subscriber (and -idle) transport: ws, grpc or mix (alternating)")
@@ -97,6 +111,7 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.subs, "subs", 100, "subscriber connections")
 	fs.IntVar(&c.pubs, "pubs", 1, "publisher connections")
 	fs.IntVar(&c.rooms, "rooms", 1, "rooms; subscribers and publishers are spread evenly over them")
+	fs.IntVar(&c.roomsPerConn, "rooms-per-conn", 1, "rooms each subscriber (or -idle) connection receives on its one stream, at most -rooms: connection i takes rooms (i*K + j) mod -rooms, j < K; above 1 the stream joins with events (Join.rooms needs them), so it also gets presence events, counted as other frames")
 	fs.Float64Var(&c.rate, "rate", 10, "messages per second sent by each publisher")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured window (for -idle: how long to hold the connections)")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "traffic before the measured window, not counted (for -idle: settle time before measuring)")
@@ -107,7 +122,8 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.maxUnacked, "max-unacked", 0, "with -flood: at most this many sends per publisher waiting for their answer (1 waits for each ack before the next send); 0: no bound but the transport's flow control")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the summary as one JSON object on stdout")
 	fs.StringVar(&pids, "pids", "", "comma-separated server pids: report their CPU per 100k deliveries and RSS (from /proc)")
-	fs.IntVar(&c.idle, "idle", 0, "hold this many idle connections (no traffic) and report server memory per connection")
+	fs.IntVar(&c.idle, "idle", 0, "hold this many idle connections (no traffic) and report server memory per connection and per room subscription")
+	fs.StringVar(&pprofAddrs, "pprof-addrs", "", "comma-separated node pprof addresses (node -pprof-addr): -idle also reports their live heap and stacks after a GC, before and after")
 	fs.StringVar(&c.token, "token", "", "JWT sent on every connection (optional; all connections then share its user, so raise the node's -max-streams-per-user)")
 	fs.StringVar(&c.roomPrefix, "room-prefix", "bench", "room names are this prefix plus an index")
 	fs.StringVar(&c.label, "label", "", "series name stored in the JSON result (benchplot groups by it)")
@@ -124,6 +140,7 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	}
 	c.wsAddrs = splitList(wsAddrs)
 	c.grpcAddrs = splitList(grpcAddrs)
+	c.pprofAddrs = splitList(pprofAddrs)
 	for _, s := range splitList(pids) {
 		p, err := strconv.Atoi(s)
 		if err != nil || p <= 0 {
@@ -161,16 +178,19 @@ func (c *config) validate() error {
 	if c.idle < 0 {
 		errs = append(errs, errors.New("-idle must not be negative"))
 	}
+	if c.rooms < 1 || c.roomsPerConn < 1 || c.roomsPerConn > c.rooms {
+		errs = append(errs, fmt.Errorf("-rooms must be at least 1 and -rooms-per-conn in [1, -rooms], not %d of %d", c.roomsPerConn, c.rooms))
+	}
 	if c.idle == 0 {
 		need(c.pubTransport)
-		if c.subs < 1 || c.pubs < 1 || c.rooms < 1 {
-			errs = append(errs, errors.New("-subs, -pubs and -rooms must be at least 1"))
+		if c.subs < 1 || c.pubs < 1 {
+			errs = append(errs, errors.New("-subs and -pubs must be at least 1"))
 		}
 		if c.rooms > c.pubs {
 			errs = append(errs, fmt.Errorf("-rooms (%d) must not exceed -pubs (%d): every room needs a publisher", c.rooms, c.pubs))
 		}
-		if c.rooms > c.subs {
-			errs = append(errs, fmt.Errorf("-rooms (%d) must not exceed -subs (%d): every room needs a subscriber", c.rooms, c.subs))
+		if c.subs >= 1 && c.roomsPerConn >= 1 && c.rooms > c.subs*c.roomsPerConn {
+			errs = append(errs, fmt.Errorf("-rooms (%d) must not exceed -subs × -rooms-per-conn (%d): every room needs a subscriber", c.rooms, c.subs*c.roomsPerConn))
 		}
 		if c.rate <= 0 || c.rate > 1e6 {
 			errs = append(errs, errors.New("-rate must be in (0, 1e6]"))
@@ -210,27 +230,60 @@ func splitList(s string) []string {
 	return out
 }
 
-// subTransport is subscriber i's transport.
+// Room assignment. Subscriber connection i takes the K = -rooms-per-conn
+// consecutive positions i*K .. i*K+K-1 of an endless sequence that runs
+// through the R = -rooms rooms again and again (position q is room q mod
+// R), so its rooms are distinct (K <= R), every room has as many
+// subscriptions as any other give or take one, and every room has one as
+// soon as subs*K >= R. With K = 1 this is room i mod R, as before. The
+// connection's lap, (i*K) div R, is how many times the sequence went round
+// before it: within a lap the connections share no room.
+
+// subRoom is subscriber i's j-th room (j < roomsPerConn); j = 0 is the
+// room it joins with, the others are its Join.rooms.
+func (c *config) subRoom(i, j int) int { return (c.firstRoom(i) + j) % c.rooms }
+
+// firstRoom is subscriber i's first room.
+func (c *config) firstRoom(i int) int { return i * c.roomsPerConn % c.rooms }
+
+// lap is subscriber i's lap (see above).
+func (c *config) lap(i int) int { return i * c.roomsPerConn / c.rooms }
+
+// subRoomIndex is which of subscriber i's rooms room r is (its j), or -1
+// when i is not in r.
+func (c *config) subRoomIndex(i, r int) int {
+	if r < 0 || r >= c.rooms {
+		return -1
+	}
+	j := (r - c.firstRoom(i) + c.rooms) % c.rooms
+	if j >= c.roomsPerConn {
+		return -1
+	}
+	return j
+}
+
+// subTransport is subscriber i's transport: with mix, the laps alternate.
 func (c *config) subTransport(i int) string {
 	if c.transport != transportMix {
 		return c.transport
 	}
-	if (i/c.rooms)%2 == 0 {
+	if c.lap(i)%2 == 0 {
 		return transportWS
 	}
 	return transportGRPC
 }
 
-// subAddr is subscriber i's node address. Within each room, the subscribers
-// of one transport take the addresses in turn, starting at a room-dependent
-// offset, so every room spans every node and every node gets its share.
+// subAddr is subscriber i's node address. The laps of one transport take
+// the addresses in turn, starting at an offset that depends on the
+// connection's first room, so every room spans every node (given enough
+// laps) and every node gets its share.
 func (c *config) subAddr(i int) string {
-	room, j := i%c.rooms, i/c.rooms
+	lap := c.lap(i)
 	addrs := c.addrs(c.subTransport(i))
 	if c.transport == transportMix {
-		j /= 2
+		lap /= 2
 	}
-	return addrs[(j+room)%len(addrs)]
+	return addrs[(lap+c.firstRoom(i))%len(addrs)]
 }
 
 // pubAddr is publisher p's node address, spread the same way.
@@ -250,10 +303,12 @@ func (c *config) addrs(transport string) []string {
 // room is the name of room r.
 func (c *config) room(r int) string { return c.roomPrefix + strconv.Itoa(r) }
 
-// subsInRoom is how many subscribers room r has.
+// subsInRoom is how many subscriber connections room r has: the
+// positions below subs*K that fall on r (see subRoom).
 func (c *config) subsInRoom(r int) int {
-	n := c.subs / c.rooms
-	if r < c.subs%c.rooms {
+	total := c.subs * c.roomsPerConn
+	n := total / c.rooms
+	if r < total%c.rooms {
 		n++
 	}
 	return n

@@ -12,12 +12,19 @@
 // second on stderr and a summary (or -json) on stdout, with the servers' CPU
 // per 100k deliveries and RSS when given their -pids.
 //
+// With -rooms-per-conn K, each subscriber connection receives K of the
+// rooms on its one stream (Join.rooms; connection i takes rooms
+// (i*K + j) mod -rooms), and counts as open once each of them sent
+// KIND_LIVE; a message in room r is expected once by every connection in
+// r, and its room tag is checked.
+//
 // With -flood, publishers send back to back instead, as fast as their
 // stream takes (-max-unacked bounds the sends waiting for an answer), and
 // the summary's acks/s is what a stream gets.
 //
-// With -idle N it holds N idle connections and reports the servers' memory
-// per connection.
+// With -idle N it holds N idle connections (in -rooms-per-conn rooms each)
+// and reports the servers' memory per connection and per subscription:
+// RSS from -pids, the live heap after a GC from -pprof-addrs.
 //
 // Run the nodes with a high per-user send rate, or the limiter is what gets
 // measured:
@@ -281,7 +288,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	var stopping atomic.Bool
 	var readers sync.WaitGroup
 	for i, c := range subs.conns {
-		sstats[i] = newSubStats(p, i%cfg.rooms)
+		sstats[i] = newSubStats(p, i)
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -317,6 +324,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		servers serverSample
 		self    time.Duration
 		acks    uint64 // acknowledgements received so far, all publishers
+		load    []float64
 		err     error
 	}
 	edges := make(chan edge, 2)
@@ -332,7 +340,7 @@ func runLoad(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			for _, st := range pstats {
 				acks += st.acks.Load()
 			}
-			edges <- edge{s, selfCPU(), acks, err}
+			edges <- edge{s, selfCPU(), acks, loadAvg(), err}
 		}
 	}()
 
@@ -420,5 +428,6 @@ drain:
 	r := buildResult(cfg, p, connectTime, sstats, pstats, expected)
 	r.addCPU(cfg, win[0].servers, win[1].servers, win[1].self-win[0].self)
 	r.AcksPerSec = float64(win[1].acks-win[0].acks) / cfg.duration.Seconds()
+	r.LoadAvg = win[1].load
 	return r.write(stdout, cfg.jsonOut)
 }

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -20,9 +24,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startNode runs a node in-process on loopback ports, with the high send
 // rate the tool needs, and stops it at cleanup.
-func startNode(t *testing.T) node.Addrs {
+func startNode(t *testing.T, args ...string) node.Addrs {
 	t.Helper()
-	return testutil.StartNode(t)
+	return testutil.StartNode(t, args...)
 }
 
 // runJSON runs the tool with -json and decodes its result into v.
@@ -51,6 +55,9 @@ func TestRunLoad(t *testing.T) {
 		{"mix grpc publishers", []string{"-transport", "mix", "-subs", "40", "-pubs", "2", "-rooms", "2", "-rate", "50"}, 40},
 		{"ws publishers batched, shared grpc conns", []string{"-transport", "grpc", "-grpc-streams-per-conn", "8", "-pub-transport", "ws",
 			"-subs", "20", "-pubs", "3", "-rooms", "3", "-rate", "100", "-batch", "5", "-size", "300", "-room-prefix", "b2-"}, 20},
+		// 4 connections (ws, ws, grpc, ws) in 6 of 8 rooms each: 3 per room.
+		{"many rooms per connection", []string{"-transport", "mix", "-subs", "4", "-pubs", "8", "-rooms", "8", "-rooms-per-conn", "6",
+			"-rate", "40", "-room-prefix", "many"}, 4},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -76,6 +83,16 @@ func TestRunLoad(t *testing.T) {
 			}
 			if r.Subs != c.subs || r.Label != "test" || r.Mode != "load" || r.WSAddrs != 1 || r.GRPCAddrs != 1 {
 				t.Errorf("config echoed wrong: %+v", r)
+			}
+			if r.WrongRoom != 0 || r.Subscriptions != r.Subs*r.RoomsPerConn {
+				t.Errorf("wrong room %d, subscriptions %d of %d x %d", r.WrongRoom, r.Subscriptions, r.Subs, r.RoomsPerConn)
+			}
+			if r.RoomsPerConn > 1 {
+				// Every room has Subscriptions/Rooms connections: each
+				// message is expected, and delivered, that many times.
+				if per := uint64(r.Subscriptions / r.Rooms); r.Expected != r.Sent*per {
+					t.Errorf("expected %d deliveries of %d messages, want %d each", r.Expected, r.Sent, per)
+				}
 			}
 			// About rate * pubs * window messages: the schedule is fixed.
 			want := r.Rate * float64(r.Pubs) * r.DurationS
@@ -138,6 +155,34 @@ func TestRunIdle(t *testing.T) {
 	}
 }
 
+// TestRunIdleManyRooms holds connections in many rooms each and reads the
+// node's live heap from a pprof endpoint (this process's: the node runs in
+// it): one subscription per connection and room, and the heap grows.
+func TestRunIdleManyRooms(t *testing.T) {
+	a := startNode(t)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, tr := range []string{"ws", "grpc"} {
+		t.Run(tr, func(t *testing.T) {
+			var r idleResult
+			runJSON(t, &r, "-idle", "20", "-transport", tr, "-ws-addrs", a.HTTP, "-grpc-addrs", a.GRPC,
+				"-rooms", "30", "-rooms-per-conn", "30", "-room-prefix", "idle-"+tr, "-warmup", "500ms", "-duration", "500ms",
+				"-pids", strconv.Itoa(os.Getpid()), "-pprof-addrs", strings.TrimPrefix(srv.URL, "http://"))
+			if r.Connected != 20 || r.Failed != 0 || r.ClosedEarly != 0 || r.RoomsPerConn != 30 || r.Subscriptions != 600 {
+				t.Errorf("got %+v; want 20 connections in 30 rooms each held", r)
+			}
+			if r.HeapBeforeBytes <= 0 || r.HeapAfterBytes <= r.HeapBeforeBytes || r.HeapBytesPerSub <= 0 {
+				t.Errorf("heap %d -> %d, %.0f B per subscription: want growth", r.HeapBeforeBytes, r.HeapAfterBytes, r.HeapBytesPerSub)
+			}
+			if r.ServerGoroutines <= r.ServerGoroutinesB4 {
+				t.Errorf("goroutines %d -> %d: want more with 20 connections open", r.ServerGoroutinesB4, r.ServerGoroutines)
+			}
+		})
+	}
+}
+
 func TestRunRefusesBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-transport", "ws"},                                        // no -ws-addrs
@@ -148,6 +193,10 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-pids", "abc"},
 		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-max-unacked", "4"}, // needs -flood
 		{"-ws-addrs", "x:1", "-transport", "quic"},
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-rooms-per-conn", "2"},                                              // more than -rooms
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-rooms-per-conn", "0"},                                              // none
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-pubs", "10", "-rooms", "10", "-subs", "3", "-rooms-per-conn", "3"}, // room 9 without a subscriber
+		{"-ws-addrs", "x:1", "-idle", "5", "-rooms", "2", "-rooms-per-conn", "3"},
 		{"-ws-addrs", "x:1", "stray"},
 	} {
 		var out bytes.Buffer
@@ -158,6 +207,38 @@ func TestRunRefusesBadFlags(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"-h"}, &out, &out); err == nil || !strings.Contains(out.String(), "-send-rate 100000") {
 		t.Errorf("-h: err %v, usage without the -send-rate advice:\n%s", err, out.String())
+	}
+}
+
+func TestParseRoomsPerConn(t *testing.T) {
+	// More rooms than connections is fine when the subscriptions cover
+	// them: 3 connections in 4 of 10 rooms.
+	c, err := parseConfig([]string{"-ws-addrs", "x:1", "-pub-transport", "ws", "-pubs", "10", "-rooms", "10", "-subs", "3", "-rooms-per-conn", "4"}, io.Discard)
+	if err != nil || c.roomsPerConn != 4 || c.subsInRoom(9) != 1 || c.subsInRoom(1) != 2 {
+		t.Errorf("parseConfig: %+v, %v", c, err)
+	}
+	c, err = parseConfig([]string{"-ws-addrs", "x:1", "-pub-transport", "ws"}, io.Discard)
+	if err != nil || c.roomsPerConn != 1 {
+		t.Errorf("default -rooms-per-conn: %d, %v; want 1", c.roomsPerConn, err)
+	}
+}
+
+// TestRunRefusedSubscription: a node that refuses a connection's rooms
+// (more than its -max-rooms-per-stream) fails the run while connecting,
+// on both transports, instead of measuring fewer subscriptions than asked.
+func TestRunRefusedSubscription(t *testing.T) {
+	a := startNode(t, "-max-rooms-per-stream", "2")
+	for _, tr := range []string{"ws", "grpc"} {
+		t.Run(tr, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var out bytes.Buffer
+			err := run(ctx, []string{"-ws-addrs", a.HTTP, "-grpc-addrs", a.GRPC, "-transport", tr, "-subs", "2", "-pubs", "3", "-rooms", "3",
+				"-rooms-per-conn", "3", "-room-prefix", "refused-" + tr, "-duration", "1s", "-warmup", "0s", "-q"}, &out, &out)
+			if err == nil || !strings.Contains(err.Error(), "while subscribing") {
+				t.Fatalf("run: %v; want a refused subscription\n%s", err, out.String())
+			}
+		})
 	}
 }
 

@@ -60,12 +60,13 @@ func parseUint[T string | []byte](t T, i int) (v uint64, next int, ok bool) {
 
 var (
 	keyText = []byte(`"text"`)
+	keyRoom = []byte(`"room"`)
 	keySeq  = []byte(`"seq"`)
 )
 
-// frameFields extracts the raw (still JSON-escaped) text and the seq (a
-// number on the stream, a string in older nodes' frames) of a
-// protojson chat frame such as
+// frameFields extracts the raw (still JSON-escaped) text and room (nil if
+// absent) and the seq (a number on the stream, a string in older nodes'
+// frames) of a protojson chat frame such as
 //
 //	{"user":"p1","text":"3:17:1732563000000000000:xx","ts":1732563000000,"room":"bench0","seq":42,"epoch":"ab12"}
 //
@@ -74,15 +75,23 @@ var (
 // protojson's optional whitespace, keys in any order, and escaped quotes in
 // other fields: a key is a quoted name followed by ':', and an escaped
 // quote inside a value can never be followed by the closing quote and ':'.
-func frameFields(b []byte) (text []byte, seq uint64, ok bool) {
+func frameFields(b []byte) (text, room []byte, seq uint64, ok bool) {
 	v, end, found := findValue(b, 0, keyText)
 	if !found || len(v) < 2 || v[0] != '"' {
-		return nil, 0, false
+		return nil, nil, 0, false
 	}
 	text = v[1 : len(v)-1]
-	// protojson writes fields in number order (seq after text), so look
+	// protojson writes fields in number order (text, room, seq), so look
 	// there first.
-	sv, _, found := findValue(b, end, keySeq)
+	rv, rend, found := findValue(b, end, keyRoom)
+	if !found {
+		rv, _, found = findValue(b, 0, keyRoom)
+		rend = end
+	}
+	if found && len(rv) >= 2 && rv[0] == '"' {
+		room = rv[1 : len(rv)-1]
+	}
+	sv, _, found := findValue(b, rend, keySeq)
 	if !found {
 		sv, _, found = findValue(b, 0, keySeq)
 	}
@@ -92,12 +101,12 @@ func frameFields(b []byte) (text []byte, seq uint64, ok bool) {
 		}
 		for _, c := range sv {
 			if c < '0' || c > '9' {
-				return text, 0, true
+				return text, room, 0, true
 			}
 			seq = seq*10 + uint64(c-'0')
 		}
 	}
-	return text, seq, true
+	return text, room, seq, true
 }
 
 // findValue finds key (with its quotes) from b[from:] followed by optional

@@ -12,34 +12,36 @@ import (
 func TestFrameFields(t *testing.T) {
 	cases := []struct {
 		name, frame string
-		text        string
+		text, room  string
 		seq         uint64
 		ok          bool
 	}{
 		{"typical", `{"user":"p1","text":"3:17:1732563000000000000:xx","ts":"1732563000000","room":"bench0","seq":"42","epoch":"ab12"}`,
-			"3:17:1732563000000000000:xx", 42, true},
-		{"protojson spaces", `{"user": "p1", "text": "1:2:3:", "seq": "7"}`, "1:2:3:", 7, true},
-		{"spaces before colon", `{ "text" : "1:2:3:abc" , "seq" : "8" }`, "1:2:3:abc", 8, true},
-		{"seq before text", `{"seq":"9","text":"1:2:3:"}`, "1:2:3:", 9, true},
-		{"seq as number", `{"text":"1:2:3:","seq":10}`, "1:2:3:", 10, true},
-		{"no seq", `{"user":"a","text":"1:2:3:","ts":"1"}`, "1:2:3:", 0, true},
-		{"escaped quotes in user", `{"user":"a\"text\":\"9:9:9:zz","text":"1:2:3:q","seq":"5"}`, "1:2:3:q", 5, true},
-		{"user named text", `{"user":"text","text":"1:2:3:","room":"seq","seq":"6"}`, "1:2:3:", 6, true},
-		{"user ending in an escaped quote and text", `{"user":"x\"text","text":"4:5:6:","seq":"11"}`, "4:5:6:", 11, true},
-		{"escaped backslash before key", `{"user":"x\\","text":"4:5:6:","seq":"12"}`, "4:5:6:", 12, true},
-		{"key-like text inside room", `{"text":"4:5:6:","room":"r\",\"seq\":\"99","seq":"13"}`, "4:5:6:", 13, true},
-		{"escapes inside text kept raw", `{"text":"a\"b\\c","seq":"1"}`, `a\"b\\c`, 1, true},
-		{"empty text", `{"text":"","seq":"1"}`, "", 1, true},
-		{"error frame", `{"error":{"code":8,"message":"slow consumer"}}`, "", 0, false},
-		{"unterminated", `{"text":"1:2:3`, "", 0, false},
-		{"text not a string", `{"text":12}`, "", 0, false},
-		{"empty", ``, "", 0, false},
+			"3:17:1732563000000000000:xx", `bench0`, 42, true},
+		{"protojson spaces", `{"user": "p1", "text": "1:2:3:", "seq": "7"}`, "1:2:3:", "", 7, true},
+		{"spaces before colon", `{ "text" : "1:2:3:abc" , "seq" : "8" }`, "1:2:3:abc", "", 8, true},
+		{"seq before text", `{"seq":"9","text":"1:2:3:"}`, "1:2:3:", "", 9, true},
+		{"room before text", `{"room":"bench7","seq":"9","text":"1:2:3:"}`, "1:2:3:", "bench7", 9, true},
+		{"room named seq before text", `{"room":"seq","text":"1:2:3:","seq":3}`, "1:2:3:", "seq", 3, true},
+		{"seq as number", `{"text":"1:2:3:","seq":10}`, "1:2:3:", "", 10, true},
+		{"no seq", `{"user":"a","text":"1:2:3:","ts":"1"}`, "1:2:3:", "", 0, true},
+		{"escaped quotes in user", `{"user":"a\"text\":\"9:9:9:zz","text":"1:2:3:q","seq":"5"}`, "1:2:3:q", "", 5, true},
+		{"user named text", `{"user":"text","text":"1:2:3:","room":"seq","seq":"6"}`, "1:2:3:", `seq`, 6, true},
+		{"user ending in an escaped quote and text", `{"user":"x\"text","text":"4:5:6:","seq":"11"}`, "4:5:6:", "", 11, true},
+		{"escaped backslash before key", `{"user":"x\\","text":"4:5:6:","seq":"12"}`, "4:5:6:", "", 12, true},
+		{"key-like text inside room", `{"text":"4:5:6:","room":"r\",\"seq\":\"99","seq":"13"}`, "4:5:6:", `r\",\"seq\":\"99`, 13, true},
+		{"escapes inside text kept raw", `{"text":"a\"b\\c","seq":"1"}`, `a\"b\\c`, "", 1, true},
+		{"empty text", `{"text":"","seq":"1"}`, "", "", 1, true},
+		{"error frame", `{"error":{"code":8,"message":"slow consumer"}}`, "", "", 0, false},
+		{"unterminated", `{"text":"1:2:3`, "", "", 0, false},
+		{"text not a string", `{"text":12}`, "", "", 0, false},
+		{"empty", ``, "", "", 0, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			text, seq, ok := frameFields([]byte(c.frame))
-			if ok != c.ok || string(text) != c.text || seq != c.seq {
-				t.Errorf("frameFields(%s) = %q, %d, %v; want %q, %d, %v", c.frame, text, seq, ok, c.text, c.seq, c.ok)
+			text, room, seq, ok := frameFields([]byte(c.frame))
+			if ok != c.ok || string(text) != c.text || string(room) != c.room || seq != c.seq {
+				t.Errorf("frameFields(%s) = %q, %q, %d, %v; want %q, %q, %d, %v", c.frame, text, room, seq, ok, c.text, c.room, c.seq, c.ok)
 			}
 		})
 	}
@@ -56,9 +58,9 @@ func TestFrameFieldsOfRealFrames(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, seq, ok := frameFields(b)
-		if !ok || string(got) != text || seq != 987654321 {
-			t.Errorf("frameFields(%s) = %q, %d, %v", b, got, seq, ok)
+		got, room, seq, ok := frameFields(b)
+		if !ok || string(got) != text || string(room) != "bench0" || seq != 987654321 {
+			t.Errorf("frameFields(%s) = %q, %q, %d, %v", b, got, room, seq, ok)
 		}
 		pub, ctr, at, ok := parseText(got)
 		if !ok || pub != 12 || ctr != 345 || at != now {

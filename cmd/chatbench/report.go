@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,22 +17,25 @@ type result struct {
 	Mode  string `json:"mode"` // "load"
 	Label string `json:"label,omitempty"`
 	// The configuration.
-	Transport    string  `json:"transport"`
-	PubTransport string  `json:"pub_transport"`
-	Subs         int     `json:"subs"`
-	Pubs         int     `json:"pubs"`
-	Rooms        int     `json:"rooms"`
-	Rate         float64 `json:"rate"` // msg/s per publisher
-	Batch        int     `json:"batch"`
-	Flood        bool    `json:"flood,omitempty"`       // publishers sent back to back (-flood)
-	MaxUnacked   int     `json:"max_unacked,omitempty"` // -max-unacked
-	Size         int     `json:"size"`
-	DurationS    float64 `json:"duration_s"`
-	WarmupS      float64 `json:"warmup_s"`
-	WSAddrs      int     `json:"ws_addrs"`
-	GRPCAddrs    int     `json:"grpc_addrs"`
-	StreamsPer   int     `json:"grpc_streams_per_conn"`
-	ConnectS     float64 `json:"connect_s"` // time to open every connection
+	Transport    string `json:"transport"`
+	PubTransport string `json:"pub_transport"`
+	Subs         int    `json:"subs"`
+	Pubs         int    `json:"pubs"`
+	Rooms        int    `json:"rooms"`
+	RoomsPerConn int    `json:"rooms_per_conn"` // rooms each subscriber connection receives on its one stream
+	// Subscriptions is subs × rooms_per_conn: the (connection, room) pairs.
+	Subscriptions int     `json:"subscriptions"`
+	Rate          float64 `json:"rate"` // msg/s per publisher
+	Batch         int     `json:"batch"`
+	Flood         bool    `json:"flood,omitempty"`       // publishers sent back to back (-flood)
+	MaxUnacked    int     `json:"max_unacked,omitempty"` // -max-unacked
+	Size          int     `json:"size"`
+	DurationS     float64 `json:"duration_s"`
+	WarmupS       float64 `json:"warmup_s"`
+	WSAddrs       int     `json:"ws_addrs"`
+	GRPCAddrs     int     `json:"grpc_addrs"`
+	StreamsPer    int     `json:"grpc_streams_per_conn"`
+	ConnectS      float64 `json:"connect_s"` // time to open every connection
 
 	Sent      uint64  `json:"sent"`        // window messages sent
 	SentTotal uint64  `json:"sent_total"`  // warm-up included
@@ -46,7 +50,7 @@ type result struct {
 	// the window (by arrival time), per second: with -flood and one
 	// publisher, what one stream gets.
 	AcksPerSec float64 `json:"acks_per_s"`
-	Expected   uint64  `json:"expected"`  // deliveries: each sent message times its room's subscribers
+	Expected   uint64  `json:"expected"`  // deliveries: each sent message times the connections in its room
 	Delivered  uint64  `json:"delivered"` // distinct deliveries received
 	Missing    int64   `json:"missing"`   // expected - delivered, whatever the cause
 	// Lost is the real loss: deliveries of acknowledged messages that
@@ -58,12 +62,15 @@ type result struct {
 	// publisher closed (unknown). Not a loss the cluster promised against.
 	LostUnacked uint64 `json:"lost_unacked"`
 	// LostRejected are missing deliveries of rejected messages (expected).
-	LostRejected uint64  `json:"lost_rejected"`
-	Duplicated   uint64  `json:"duplicated"` // deliveries of a message a subscriber already had
-	Reordered    uint64  `json:"reordered"`  // deliveries that came after a later message of the same publisher
-	SeqGaps      uint64  `json:"seq_gaps"`   // deliveries whose room seq was not the previous + 1
-	Other        uint64  `json:"other_frames"`
-	PerSec       float64 `json:"deliveries_per_s"` // delivered / duration
+	LostRejected uint64 `json:"lost_rejected"`
+	Duplicated   uint64 `json:"duplicated"` // deliveries of a message a subscriber already had
+	Reordered    uint64 `json:"reordered"`  // deliveries that came after a later message of the same publisher
+	SeqGaps      uint64 `json:"seq_gaps"`   // deliveries whose room seq was not the previous + 1 in that room, on that connection
+	// WrongRoom counts benchmark messages a connection got from a room
+	// it is not in, or tagged with a room that is not their publisher's.
+	WrongRoom uint64  `json:"wrong_room"`
+	Other     uint64  `json:"other_frames"`
+	PerSec    float64 `json:"deliveries_per_s"` // delivered / duration
 
 	LatencyMS latency `json:"latency_ms"` // from intended send time to receipt
 
@@ -80,6 +87,9 @@ type result struct {
 	ServerCPUPer100k float64        `json:"server_cpu_s_per_100k,omitempty"`
 	ServerRSSBytes   int64          `json:"server_rss_bytes,omitempty"` // at the window's end
 	Servers          []serverResult `json:"servers,omitempty"`
+	// LoadAvg is the host's load average (1, 5, 15 min) at the window's
+	// end: on a shared machine, how much else ran.
+	LoadAvg []float64 `json:"load_avg,omitempty"`
 }
 
 type latency struct {
@@ -104,7 +114,7 @@ func buildResult(cfg *config, p *plan, connect time.Duration, subs []*subStats, 
 	r := &result{
 		Mode: "load", Label: cfg.label,
 		Transport: cfg.transport, PubTransport: cfg.pubTransport,
-		Subs: cfg.subs, Pubs: cfg.pubs, Rooms: cfg.rooms, Rate: cfg.rate, Batch: cfg.batch, Flood: cfg.flood, MaxUnacked: cfg.maxUnacked, Size: cfg.size,
+		Subs: cfg.subs, Pubs: cfg.pubs, Rooms: cfg.rooms, RoomsPerConn: cfg.roomsPerConn, Subscriptions: cfg.subs * cfg.roomsPerConn, Rate: cfg.rate, Batch: cfg.batch, Flood: cfg.flood, MaxUnacked: cfg.maxUnacked, Size: cfg.size,
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
 		WSAddrs: len(cfg.wsAddrs), GRPCAddrs: len(cfg.grpcAddrs), StreamsPer: cfg.streamsPer,
 		ConnectS: connect.Seconds(),
@@ -112,7 +122,7 @@ func buildResult(cfg *config, p *plan, connect time.Duration, subs []*subStats, 
 		Expected: expected, Delivered: t.delivered, Missing: missing,
 		Lost:        missing - int64(a.missingUnacked) - int64(a.missingRejected),
 		LostUnacked: a.missingUnacked, LostRejected: a.missingRejected,
-		Duplicated: t.duplicated, Reordered: t.reordered, SeqGaps: t.seqGaps, Other: t.foreign,
+		Duplicated: t.duplicated, Reordered: t.reordered, SeqGaps: t.seqGaps, WrongRoom: t.wrongRoom, Other: t.foreign,
 		PerSec:    float64(t.delivered) / cfg.duration.Seconds(),
 		SubErrors: t.errors,
 	}
@@ -188,8 +198,12 @@ func (r *result) write(w io.Writer, asJSON bool) error {
 	if r.Flood {
 		mode = fmt.Sprintf("flood (max unacked %d)", r.MaxUnacked)
 	}
-	fmt.Fprintf(&b, "chatbench: subs=%d (%s) pubs=%d (%s) rooms=%d %s size=%dB window=%s warmup=%s nodes: ws=%d grpc=%d; connected in %.1fs\n",
-		r.Subs, r.Transport, r.Pubs, r.PubTransport, r.Rooms, mode, r.Size,
+	rooms := strconv.Itoa(r.Rooms)
+	if r.RoomsPerConn > 1 {
+		rooms += fmt.Sprintf(" (%d per subscriber, %d subscriptions)", r.RoomsPerConn, r.Subscriptions)
+	}
+	fmt.Fprintf(&b, "chatbench: subs=%d (%s) pubs=%d (%s) rooms=%s %s size=%dB window=%s warmup=%s nodes: ws=%d grpc=%d; connected in %.1fs\n",
+		r.Subs, r.Transport, r.Pubs, r.PubTransport, rooms, mode, r.Size,
 		time.Duration(r.DurationS*1e9), time.Duration(r.WarmupS*1e9), r.WSAddrs, r.GRPCAddrs, r.ConnectS)
 	fmt.Fprintf(&b, "sent        %d in window (%d in all), late sends %d (max %.1fms), skipped %d\n",
 		r.Sent, r.SentTotal, r.LateSends, r.MaxLateMS, r.Skipped)
@@ -199,8 +213,12 @@ func (r *result) write(w io.Writer, asJSON bool) error {
 		r.Acked, r.Unacked, r.Rejected, r.AcksPerSec)
 	fmt.Fprintf(&b, "deliveries  expected %d, delivered %d, missing %d: lost %d (acked, not delivered), of unacked sends %d (never stored, or unknown), of rejected %d\n",
 		r.Expected, r.Delivered, r.Missing, r.Lost, r.LostUnacked, r.LostRejected)
-	fmt.Fprintf(&b, "            duplicated %d, reordered %d, seq gaps %d, other frames %d\n",
-		r.Duplicated, r.Reordered, r.SeqGaps, r.Other)
+	wrong := ""
+	if r.RoomsPerConn > 1 || r.WrongRoom > 0 {
+		wrong = fmt.Sprintf(", wrong room %d", r.WrongRoom)
+	}
+	fmt.Fprintf(&b, "            duplicated %d, reordered %d, seq gaps %d%s, other frames %d\n",
+		r.Duplicated, r.Reordered, r.SeqGaps, wrong, r.Other)
 	fmt.Fprintf(&b, "throughput  %.0f deliveries/s\n", r.PerSec)
 	l := r.LatencyMS
 	fmt.Fprintf(&b, "latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  mean %s  (from intended send time)\n",

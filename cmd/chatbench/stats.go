@@ -148,7 +148,7 @@ func coarseQuantile(counts *[coarseBuckets]uint64, q float64) (int64, bool) {
 // goroutine writes it; the atomics may be read at any time, the rest once
 // the goroutine is done.
 type subStats struct {
-	room  int
+	id    int           // the subscriber's index: its rooms follow (config.subRoom)
 	recv  atomic.Uint64 // benchmark messages received, warm-up included
 	inWin atomic.Uint64 // distinct window messages received
 	hist  *hdrhistogram.Histogram
@@ -156,36 +156,62 @@ type subStats struct {
 	coarse coarseHist
 
 	duplicated, reordered, foreign, seqGaps uint64
-	frames, reads                           uint64 // WebSocket frames and read calls, for frames/read
-	lastSeq                                 uint64
-	pairs                                   []pairTracker // by publisher index within the room
-	err                                     error         // why the connection ended early, if it did
+	// wrongRoom counts benchmark messages of a room the subscriber is not
+	// in, or whose room tag is not their publisher's room.
+	wrongRoom     uint64
+	frames, reads uint64   // WebSocket frames and read calls, for frames/read
+	lastSeq       []uint64 // by room index (config.subRoom's j)
+	// pairs holds a tracker per publisher of the subscriber's rooms: room
+	// j's publishers m = 0, 1, ... (publisher subRoom(id, j) + m*rooms) at
+	// pairs[pairOff[j]+m].
+	pairs   []pairTracker
+	pairOff []int
+	err     error // why the connection ended early, if it did
 }
 
-func newSubStats(p *plan, room int) *subStats {
-	return &subStats{room: room, hist: newHist(), pairs: make([]pairTracker, p.cfg.pubsInRoom(room))}
+func newSubStats(p *plan, id int) *subStats {
+	cfg := p.cfg
+	s := &subStats{id: id, hist: newHist(), lastSeq: make([]uint64, cfg.roomsPerConn), pairOff: make([]int, cfg.roomsPerConn)}
+	n := 0
+	for j := range cfg.roomsPerConn {
+		s.pairOff[j] = n
+		n += cfg.pubsInRoom(cfg.subRoom(id, j))
+	}
+	s.pairs = make([]pairTracker, n)
+	return s
 }
 
-// observe accounts for one delivered chat message with text t and room
-// sequence id seq (0 if none), received at now (Unix ns).
-func observe[T string | []byte](s *subStats, p *plan, t T, seq uint64, now int64) {
+// observe accounts for one delivered chat message with text t, room tag
+// room (as delivered; empty if none) and room sequence id seq (0 if none),
+// received at now (Unix ns).
+func observe[T string | []byte](s *subStats, p *plan, t T, room T, seq uint64, now int64) {
 	if p == nil { // idle: nothing expected
 		s.foreign++
 		return
 	}
+	cfg := p.cfg
 	pub, ctr, intended, ok := parseText(t)
-	if !ok || pub >= p.cfg.pubs || pub%p.cfg.rooms != s.room {
+	if !ok || pub >= cfg.pubs {
 		s.foreign++
+		return
+	}
+	r := pub % cfg.rooms
+	j := cfg.subRoomIndex(s.id, r)
+	// A multi-room stream must name each message's room; a one-room
+	// stream's tag is checked when present.
+	tagged := len(room) > 0 || cfg.roomsPerConn > 1
+	if j < 0 || tagged && !isRoom(room, cfg.roomPrefix, r) {
+		s.wrongRoom++
 		return
 	}
 	s.recv.Add(1)
 	if seq != 0 {
-		if s.lastSeq != 0 && seq != s.lastSeq+1 {
+		if last := s.lastSeq[j]; last != 0 && seq != last+1 {
 			s.seqGaps++
 		}
-		s.lastSeq = seq
+		s.lastSeq[j] = seq
 	}
-	fresh, late := s.pairs[pub/p.cfg.rooms].observe(ctr, p.first(pub))
+	fresh, late := s.pairs[s.pairOff[j]+pub/cfg.rooms].observe(ctr, p.first(pub))
 	if intended < p.winStart || intended >= p.winEnd {
 		return // warm-up
 	}
@@ -202,6 +228,32 @@ func observe[T string | []byte](s *subStats, p *plan, t T, seq uint64, now int64
 	s.coarse[coarseIndex(us)].Add(1)
 	// us is within the histogram's range, so RecordValue cannot fail.
 	_ = s.hist.RecordValue(us)
+}
+
+// isRoom reports whether name is room r's name: prefix followed by r in
+// decimal, without leading zeros.
+func isRoom[T string | []byte](name T, prefix string, r int) bool {
+	if len(name) <= len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		if name[i] != prefix[i] {
+			return false
+		}
+	}
+	digits := name[len(prefix):]
+	if len(digits) > 1 && digits[0] == '0' {
+		return false
+	}
+	v := 0
+	for i := range len(digits) {
+		c := digits[i]
+		if c < '0' || c > '9' || v > r {
+			return false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v == r
 }
 
 // fail records why the subscriber's connection ended early.
@@ -312,18 +364,21 @@ func accountSends(p *plan, subs []*subStats, pubs []*pubStats) sendAccount {
 		a.missingAcked, a.missingUnacked, a.missingRejected = a.missingAcked+k, a.missingUnacked+u, a.missingRejected+r
 	}
 	for _, s := range subs {
-		for j := range s.pairs {
-			pub := s.room + j*p.cfg.rooms
-			st, t := pubs[pub], &s.pairs[j]
-			win := st.window(p.first(pub))
-			if !t.started {
-				add(st, win)
-				continue
+		for j, off := range s.pairOff {
+			r := p.cfg.subRoom(s.id, j)
+			for m := range p.cfg.pubsInRoom(r) {
+				pub := r + m*p.cfg.rooms
+				st, t := pubs[pub], &s.pairs[off+m]
+				win := st.window(p.first(pub))
+				if !t.started {
+					add(st, win)
+					continue
+				}
+				for _, g := range t.gaps {
+					add(st, span{max(g.lo, win.lo), min(g.hi, win.hi)})
+				}
+				add(st, span{max(t.next, win.lo), win.hi})
 			}
-			for _, g := range t.gaps {
-				add(st, span{max(g.lo, win.lo), min(g.hi, win.hi)})
-			}
-			add(st, span{max(t.next, win.lo), win.hi})
 		}
 	}
 	return a
@@ -331,11 +386,11 @@ func accountSends(p *plan, subs []*subStats, pubs []*pubStats) sendAccount {
 
 // totals sums what every subscriber saw.
 type totals struct {
-	delivered, duplicated, reordered, foreign, seqGaps uint64
-	wsFrames, wsReads                                  uint64
-	errors                                             int
-	firstErr                                           error
-	hist                                               *hdrhistogram.Histogram
+	delivered, duplicated, reordered, foreign, seqGaps, wrongRoom uint64
+	wsFrames, wsReads                                             uint64
+	errors                                                        int
+	firstErr                                                      error
+	hist                                                          *hdrhistogram.Histogram
 }
 
 func mergeSubs(subs []*subStats) totals {
@@ -346,6 +401,7 @@ func mergeSubs(subs []*subStats) totals {
 		t.reordered += s.reordered
 		t.foreign += s.foreign
 		t.seqGaps += s.seqGaps
+		t.wrongRoom += s.wrongRoom
 		t.wsFrames += s.frames
 		t.wsReads += s.reads
 		if s.err != nil {

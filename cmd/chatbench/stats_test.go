@@ -78,7 +78,7 @@ func TestPairTrackerShuffled(t *testing.T) {
 // accounting: warm-up messages, a lost one, a duplicate, a reordered pair
 // and a foreign text.
 func TestObserve(t *testing.T) {
-	cfg := &config{pubs: 2, rooms: 1, subs: 1, rate: 10, batch: 1, warmup: time.Second, duration: time.Second}
+	cfg := &config{pubs: 2, rooms: 1, roomsPerConn: 1, roomPrefix: "bench", subs: 1, rate: 10, batch: 1, warmup: time.Second, duration: time.Second}
 	p := newPlan(cfg, time.Unix(1000, 0))
 	// Publisher 0 ticks at t0 + k*100ms, publisher 1 50ms later: each has
 	// 10 messages in the window, counters 10..19.
@@ -95,7 +95,7 @@ func TestObserve(t *testing.T) {
 	deliver := func(pub int, ctr uint64) {
 		seq++
 		at := p.intended(pub, ctr)
-		observe(s, p, string(appendText(nil, pub, ctr, at, 40)), seq, at+2_000_000) // 2 ms later
+		observe(s, p, string(appendText(nil, pub, ctr, at, 40)), "bench0", seq, at+2_000_000) // 2 ms later
 	}
 	for c := uint64(8); c < 20; c++ { // 8, 9: warm-up
 		switch c {
@@ -109,16 +109,17 @@ func TestObserve(t *testing.T) {
 		}
 		deliver(1, c)
 	}
-	deliver(1, 11)                                      // duplicate
-	observe(s, p, "hello", 0, time.Now().UnixNano())    // foreign
-	observe(s, p, "7:1:1:", 0, time.Now().UnixNano())   // no such publisher
-	observe(s, p, "1:30:1:", seq+5, p.winEnd+1_000_000) // after the window: ignored, but a seq gap
+	deliver(1, 11)                                                // duplicate
+	observe(s, p, "hello", "", 0, time.Now().UnixNano())          // foreign
+	observe(s, p, "7:1:1:", "", 0, time.Now().UnixNano())         // no such publisher
+	observe(s, p, "1:30:1:", "", seq+5, p.winEnd+1_000_000)       // after the window: ignored, but a seq gap
+	observe(s, p, "1:31:1:", "bench1", seq+6, p.winEnd+1_000_000) // tagged with another room
 
 	if got := s.inWin.Load(); got != 19 {
 		t.Errorf("delivered %d, want 19", got)
 	}
-	if s.duplicated != 1 || s.reordered != 1 || s.foreign != 2 || s.seqGaps != 1 {
-		t.Errorf("duplicated %d, reordered %d, foreign %d, seq gaps %d; want 1, 1, 2, 1", s.duplicated, s.reordered, s.foreign, s.seqGaps)
+	if s.duplicated != 1 || s.reordered != 1 || s.foreign != 2 || s.seqGaps != 1 || s.wrongRoom != 1 {
+		t.Errorf("duplicated %d, reordered %d, foreign %d, seq gaps %d, wrong room %d; want 1, 1, 2, 1, 1", s.duplicated, s.reordered, s.foreign, s.seqGaps, s.wrongRoom)
 	}
 	if s.recv.Load() != 25 {
 		t.Errorf("received %d benchmark messages, want 25", s.recv.Load())
@@ -133,7 +134,7 @@ func TestObserve(t *testing.T) {
 }
 
 func TestPlanSchedule(t *testing.T) {
-	cfg := &config{pubs: 3, rooms: 1, rate: 1000, batch: 4, warmup: 1500 * time.Millisecond, duration: 2 * time.Second}
+	cfg := &config{pubs: 3, rooms: 1, roomsPerConn: 1, rate: 1000, batch: 4, warmup: 1500 * time.Millisecond, duration: 2 * time.Second}
 	p := newPlan(cfg, time.Now())
 	for pub := range cfg.pubs {
 		first := p.first(pub)
@@ -173,7 +174,7 @@ func TestCoarseHist(t *testing.T) {
 }
 
 func TestSpreadOverNodesAndRooms(t *testing.T) {
-	cfg := &config{transport: transportMix, pubTransport: transportGRPC, subs: 40, pubs: 4, rooms: 2,
+	cfg := &config{transport: transportMix, pubTransport: transportGRPC, subs: 40, pubs: 4, rooms: 2, roomsPerConn: 1,
 		wsAddrs: []string{"w0", "w1"}, grpcAddrs: []string{"g0", "g1"}}
 	type key struct{ room, addr string }
 	perRoomAddr := map[key]int{}
@@ -207,7 +208,7 @@ func TestSpreadOverNodesAndRooms(t *testing.T) {
 // answered: never stored, or unknown) or rejected. The run used to call
 // all of them lost.
 func TestAccountSends(t *testing.T) {
-	cfg := &config{pubs: 2, rooms: 1, subs: 2, rate: 10, batch: 1, warmup: time.Second, duration: time.Second}
+	cfg := &config{pubs: 2, rooms: 1, roomsPerConn: 1, subs: 2, rate: 10, batch: 1, warmup: time.Second, duration: time.Second}
 	p := newPlan(cfg, time.Unix(1000, 0)) // window counters 10..19 for both
 	pubs := []*pubStats{newPubStats(0), newPubStats(0)}
 	// Publisher 0 sent its whole window; the node answered 0..16, 12 with
@@ -225,7 +226,7 @@ func TestAccountSends(t *testing.T) {
 	deliver := func(s *subStats, pub int, ctrs ...uint64) {
 		for _, c := range ctrs {
 			at := p.intended(pub, c)
-			observe(s, p, string(appendText(nil, pub, c, at, 40)), 0, at+1_000_000)
+			observe(s, p, string(appendText(nil, pub, c, at, 40)), "", 0, at+1_000_000)
 		}
 	}
 	// a misses 0's 12 (rejected), 14 (acknowledged: lost), 18 and 19

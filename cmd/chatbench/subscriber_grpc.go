@@ -37,11 +37,9 @@ func withToken(ctx context.Context, token string) context.Context {
 }
 
 // openStream opens a Stream on cc with the long-lived context sctx and joins
-// room as user (live messages only, no events). setup bounds the opening:
-// when it ends first, the stream is cancelled.
-// With events, the stream gets an acknowledgement (or an error) for each
-// message it sends: the publishers' streams ask for them.
-func openStream(setup, sctx context.Context, cc *grpc.ClientConn, user, room string, events bool) (grpc.BidiStreamingClient[api.Message, api.Message], error) {
+// room as user with join's options. setup bounds the opening: when it ends
+// first, the stream is cancelled.
+func openStream(setup, sctx context.Context, cc *grpc.ClientConn, user, room string, join *api.Join) (grpc.BidiStreamingClient[api.Message, api.Message], error) {
 	sctx, cancel := context.WithCancel(sctx)
 	stop := context.AfterFunc(setup, cancel)
 	defer stop()
@@ -50,7 +48,7 @@ func openStream(setup, sctx context.Context, cc *grpc.ClientConn, user, room str
 		cancel()
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	if err := stream.Send(&api.Message{User: user, Room: room, Join: &api.Join{NoHistory: true, Events: events}}); err != nil {
+	if err := stream.Send(&api.Message{User: user, Room: room, Join: join}); err != nil {
 		cancel()
 		return nil, fmt.Errorf("join: %w", err)
 	}
@@ -66,14 +64,65 @@ type grpcSub struct {
 	id     int
 }
 
+// subJoin is subscriber i's join: its first room (returned) and, on a
+// multi-room stream, the others in Join.rooms, all live messages only. A
+// one-room stream asks for no events (chat messages only, as a seed
+// client); Join.rooms needs them.
+func subJoin(cfg *config, i int) (string, *api.Join) {
+	join := &api.Join{NoHistory: true, Events: cfg.roomsPerConn > 1}
+	for j := 1; j < cfg.roomsPerConn; j++ {
+		join.Rooms = append(join.Rooms, &api.Subscription{Room: cfg.room(cfg.subRoom(i, j)), NoHistory: true})
+	}
+	return cfg.room(cfg.subRoom(i, 0)), join
+}
+
 func dialGRPCSub(ctx context.Context, cfg *config, i int, cc *grpc.ClientConn) (*grpcSub, error) {
 	sctx, cancel := context.WithCancel(withToken(context.Background(), cfg.token))
-	stream, err := openStream(ctx, sctx, cc, subUser(i), cfg.room(i%cfg.rooms), false)
+	room, join := subJoin(cfg, i)
+	stream, err := openStream(ctx, sctx, cc, subUser(i), room, join)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)
 	}
+	if err := awaitLive(ctx, stream, cfg.roomsPerConn); err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscriber %d: %w", i, err)
+	}
 	return &grpcSub{stream: stream, cancel: cancel, id: i}, nil
+}
+
+// awaitLive receives until every one of the stream's k rooms sent its
+// KIND_LIVE (k > 1; see wsSub.awaitLive). A KIND_ERROR (a refused
+// subscription) fails it; ctx ending first cancels the stream (its caller
+// then does).
+func awaitLive(ctx context.Context, stream grpc.BidiStreamingClient[api.Message, api.Message], k int) error {
+	if k <= 1 {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		var m api.Message
+		for live := 0; live < k; {
+			if err := stream.RecvMsg(&m); err != nil {
+				done <- fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, err)
+				return
+			}
+			switch m.GetKind() {
+			case api.Kind_KIND_LIVE:
+				live++
+			case api.Kind_KIND_ERROR:
+				done <- fmt.Errorf("error event while subscribing to %q: %s", m.GetRoom(), m.GetError().GetMessage())
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %d rooms to be live: %w", k, ctx.Err())
+	}
 }
 
 // run receives until the stream ends; the error says why.
@@ -84,11 +133,17 @@ func (s *grpcSub) run(st *subStats, p *plan) error {
 			return fmt.Errorf("subscriber %d (grpc): %w", s.id, err)
 		}
 		now := time.Now().UnixNano()
-		if m.GetKind() != api.Kind_KIND_MESSAGE {
+		switch m.GetKind() {
+		case api.Kind_KIND_MESSAGE:
+			observe(st, p, m.GetText(), m.GetRoom(), m.GetSeq(), now)
+		case api.Kind_KIND_ERROR:
+			// A multi-room stream goes on after an error (a refused
+			// subscription, say), but the run is not what was asked.
 			st.foreign++
-			continue
+			st.fail(fmt.Errorf("subscriber %d: error event in room %q: %s", s.id, m.GetRoom(), m.GetError().GetMessage()))
+		default:
+			st.foreign++
 		}
-		observe(st, p, m.GetText(), m.GetSeq(), now)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,9 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"example.com/chat/api"
 )
 
 // maxFrame bounds one WebSocket frame read from a server.
@@ -36,18 +38,14 @@ func dialWS(ctx context.Context, addr, token string) (net.Conn, *bufio.Reader, e
 	return conn, br, nil
 }
 
-// joinFrame is the first frame of a stream: join room as user, live
-// messages only, no events.
-func joinFrame(user, room string, events bool) ws.Frame {
-	join := map[string]any{"noHistory": true}
-	if events {
-		join["events"] = true // acknowledgements for a publisher
-	}
-	b, err := json.Marshal(map[string]any{"user": user, "room": room, "join": join})
+// joinFrame is the first frame of a stream: join room as user with join's
+// options, in the page's JSON.
+func joinFrame(user, room string, join *api.Join) ws.Frame {
+	msg, err := protojson.Marshal(&api.Message{User: user, Room: room, Join: join})
 	if err != nil {
-		panic(err) // strings and a bool always marshal
+		panic(err) // a message of strings, bools and numbers always marshals
 	}
-	return ws.NewTextFrame(b)
+	return ws.NewTextFrame(msg)
 }
 
 // closeWS sends a normal close frame (under mu, which serializes writes)
@@ -112,6 +110,12 @@ func (e *closeError) Error() string {
 // complete text message to onText (valid only during the call) and
 // answering pings and closes with write.
 func (fr *frameReader) each(write func(ws.Frame) error, onText func([]byte)) error {
+	return fr.until(write, func(b []byte) bool { onText(b); return false })
+}
+
+// until is each, but stops (with a nil error) after the first text
+// message for which onText returns true.
+func (fr *frameReader) until(write func(ws.Frame) error, onText func([]byte) (done bool)) error {
 	for {
 		h, err := ws.ReadHeaderBuffer(fr.r, fr.hdr)
 		if err != nil {
@@ -133,16 +137,19 @@ func (fr *frameReader) each(write func(ws.Frame) error, onText func([]byte)) err
 		}
 		switch h.OpCode {
 		case ws.OpText, ws.OpBinary:
-			if h.Fin {
-				onText(p)
-			} else {
+			if !h.Fin {
 				fr.frag = append(fr.frag[:0], p...)
+			} else if onText(p) {
+				return nil
 			}
 		case ws.OpContinuation:
 			fr.frag = append(fr.frag, p...)
 			if h.Fin {
-				onText(fr.frag)
+				done := onText(fr.frag)
 				fr.frag = fr.frag[:0]
+				if done {
+					return nil
+				}
 			}
 		case ws.OpPing:
 			if err := write(ws.NewPongFrame(p)); err != nil {
@@ -175,11 +182,48 @@ func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, er
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)
 	}
 	s := &wsSub{conn: conn, r: newFrameReader(conn, br, bufSize), id: i}
-	if err := s.write(joinFrame(subUser(i), cfg.room(i%cfg.rooms), false)); err != nil {
+	room, join := subJoin(cfg, i)
+	if err := s.write(joinFrame(subUser(i), room, join)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("subscriber %d: join: %w", i, err)
 	}
+	if err := s.awaitLive(ctx, cfg.roomsPerConn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("subscriber %d: %w", i, err)
+	}
 	return s, nil
+}
+
+// awaitLive reads until every one of the stream's k rooms sent its
+// KIND_LIVE (k > 1: the stream asked for events), so that the run starts
+// with each connection in all its rooms; a one-room stream without events
+// gets none, and is live once its join is read. An error frame (a
+// refused subscription) fails it. ctx bounds the wait.
+func (s *wsSub) awaitLive(ctx context.Context, k int) error {
+	if k <= 1 {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	live := 0
+	var errFrame error
+	err := s.r.until(s.write, func(b []byte) bool {
+		switch {
+		case bytes.Contains(b, []byte(`"KIND_LIVE"`)):
+			live++
+		case bytes.Contains(b, []byte(`"error"`)):
+			errFrame = fmt.Errorf("error frame while subscribing: %.200s", b)
+			return true
+		}
+		return live >= k
+	})
+	if !stop() {
+		return fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, err)
+	}
+	return errFrame
 }
 
 func (s *wsSub) write(f ws.Frame) error {
@@ -193,7 +237,7 @@ func (s *wsSub) run(st *subStats, p *plan) error {
 	err := s.r.each(s.write, func(b []byte) {
 		now := s.r.src.now
 		st.frames++
-		text, seq, ok := frameFields(b)
+		text, room, seq, ok := frameFields(b)
 		if !ok {
 			st.foreign++
 			if bytes.Contains(b, []byte(`"error"`)) {
@@ -201,7 +245,7 @@ func (s *wsSub) run(st *subStats, p *plan) error {
 			}
 			return
 		}
-		observe(st, p, text, seq, now)
+		observe(st, p, text, room, seq, now)
 	})
 	st.reads = s.r.src.reads
 	return fmt.Errorf("subscriber %d (ws): %w", s.id, err)
