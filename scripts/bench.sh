@@ -6,6 +6,8 @@
 # Usage: scripts/bench.sh [-commit] [scenario...]
 #   scenarios: 1node 3nodes idle manyrooms manyrooms-3nodes manyrooms-idle; default: all
 #   (manyrooms*: issue 14's connections in many rooms each, one stream per connection)
+#   BENCH_ONLY=regex runs only the runs whose label matches (to re-run the
+#   ones a busy machine disturbed), e.g. BENCH_ONLY='grpc-100k$' scripts/bench.sh manyrooms
 #
 # By default the results go to bench-out/ (ignored by git; BENCH_OUT moves
 # it), so a trial run never overwrites the committed figures. -commit writes
@@ -75,6 +77,7 @@ stop_redis() { # and wait, so that the next group can bind its port
 
 bench() { # label, chatbench args...
   local label=$1; shift
+  if [ -n "${BENCH_ONLY:-}" ] && ! [[ $label =~ $BENCH_ONLY ]]; then return 0; fi
   local pids
   pids=$(IFS=,; echo "${nodes[*]}")
   echo "== $label (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
