@@ -213,15 +213,9 @@ func (h *Hub) Join(ctx context.Context, t Transport, o JoinOptions) (*Session, e
 	return s, nil
 }
 
-// replay reads the history a joining session gets.
-func (h *Hub) replay(ctx context.Context, room string, o JoinOptions) ([]*Frame, string, bool, error) {
-	frames, pos, truncated, err := h.replayPage(ctx, room, o)
-	return frames, pos.Epoch, truncated, err
-}
-
-// replayPage is replay that also returns the log's position at the read:
-// the joining session has seen everything up to it once the frames are
-// queued (see finishSync).
+// replayPage reads the history a joining session gets, and the log's
+// position at the read: the joining session has seen everything up to it
+// once the frames are queued (see finishSync).
 func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Frame, history.Position, bool, error) {
 	limit := h.cfg.HistorySize
 	if o.History > 0 && o.History < limit {
@@ -285,18 +279,6 @@ func (h *Hub) replayPage(ctx context.Context, room string, o JoinOptions) ([]*Fr
 		frames = append(frames, f)
 	}
 	return frames, page.Position, page.Truncated, nil
-}
-
-// boundPage keeps the oldest of frames whose sizes add up to at most limit
-// bytes, and at least one.
-func boundPage(frames []*Frame, limit int) []*Frame {
-	total := 0
-	for i, f := range frames {
-		if total += f.size; total > limit && i > 0 {
-			return frames[:i]
-		}
-	}
-	return frames
 }
 
 // boundReplay keeps the newest of frames (oldest first) whose sizes add up

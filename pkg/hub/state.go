@@ -227,8 +227,7 @@ func (h *Hub) History(ctx context.Context, q HistoryQuery) (*api.HistoryResponse
 	out := &api.HistoryResponse{Epoch: page.Position.Epoch, Truncated: page.Truncated, HeadSeq: page.Position.Seq}
 	entries := page.Entries
 	// A client that never reads the answer must not pin more than a
-	// replay's worth of memory.
-	// The bound counts each message's JSON size (Frame.Size: control
+	// replay's worth of memory. The bound counts each message's JSON size (Frame.Size: control
 	// characters grow 6-fold), computed without encoding.
 	total, cut := 0, false
 	add := func(e history.Entry) bool {
@@ -252,24 +251,22 @@ func (h *Hub) History(ctx context.Context, q HistoryQuery) (*api.HistoryResponse
 		out.LastSeq = max(out.LastSeq, e.Seq)
 		return true
 	}
-	forward := q.AfterSeq > 0 && !page.Truncated
-	if forward {
+	if q.AfterSeq > 0 && !page.Truncated {
+		// Forward: a page the bound cuts ends early.
 		for _, e := range entries {
 			if !add(e) {
 				break
 			}
 		}
+		out.AtStart = page.Oldest != 0 && out.FirstSeq == page.Oldest
 	} else {
+		// Back, or the newest: the bound keeps the newest.
 		for i := len(entries) - 1; i >= 0; i-- {
 			if !add(entries[i]) {
 				break
 			}
 		}
 		slices.Reverse(out.Messages)
-	}
-	if forward {
-		out.AtStart = page.Oldest != 0 && out.FirstSeq == page.Oldest
-	} else {
 		out.AtStart = !cut && (len(entries) == 0 || entries[0].Seq == page.Oldest)
 		// A page the byte bound cut has not reached the log's start:
 		// the client goes on from first_seq, and hears of the start
