@@ -52,16 +52,18 @@ func JoinFrom(first *api.Message, transport string, id *Identity) JoinOptions {
 // a retryable failure (the bus unavailable, the rate limit), or the
 // refusal of an edit, delete or reaction (its message gone, not the
 // sender's, too many reactions), which says nothing bad of the stream.
-// Other failures end a gRPC stream with their status.
+// Other failures end a gRPC stream with their status. m may be nil for a
+// failure the bus answered later (PublishAsync's done): only an event's
+// publish is refused then with KindNotFound or KindLimit.
 func Recoverable(m *api.Message, err error) bool {
 	e := AsError(err)
 	if e == nil {
 		return false
 	}
 	switch e.Kind {
-	case KindUnavailable, KindRateLimited:
+	case KindUnavailable, KindRateLimited, KindNotFound, KindLimit:
 		return true
-	case KindNotFound, KindForbidden, KindLimit, KindInvalid:
+	case KindForbidden, KindInvalid:
 		return isStateEvent(m.GetKind())
 	}
 	return false

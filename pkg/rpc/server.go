@@ -111,12 +111,11 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[api.Message, api.Message
 		if err == nil {
 			return nil
 		}
-		if e := hub.AsError(err); events && e != nil && (e.Kind == hub.KindUnavailable || e.Kind == hub.KindRateLimited ||
-			e.Kind == hub.KindNotFound || e.Kind == hub.KindLimit) {
+		if events && hub.Recoverable(nil, err) {
 			// Retryable, or a later refusal of an edit or reaction
 			// (its message gone meanwhile, too many reactions): told,
 			// and the stream goes on.
-			return e.Proto()
+			return hub.AsError(err).Proto()
 		}
 		fail(err)
 		return nil
