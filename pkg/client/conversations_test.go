@@ -8,7 +8,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,79 +34,33 @@ type holdProxy struct {
 
 func startHoldProxy(t *testing.T, target string) *holdProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &holdProxy{addr: ln.Addr().String(), release: make(chan struct{})}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	track := func(c net.Conn) {
-		mu.Lock()
-		conns = append(conns, c)
-		mu.Unlock()
-	}
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	p := &holdProxy{release: make(chan struct{})}
+	p.addr = startProxy(t, target, func(up, down net.Conn) {
+		_, _ = io.Copy(up, down)
+	}, func(down, up net.Conn) {
+		// The response head passes; the frames after it wait.
+		var head []byte
+		buf := make([]byte, 4096)
 		for {
-			down, err := ln.Accept()
+			n, err := up.Read(buf)
+			head = append(head, buf[:n]...)
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				down.Close()
-				continue
-			}
-			track(down)
-			track(up)
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(up, down)
-				up.Close()
-			}()
-			go func() {
-				defer wg.Done()
-				defer down.Close()
-				// The response head passes; the frames after it wait.
-				var head []byte
-				buf := make([]byte, 4096)
-				for {
-					n, err := up.Read(buf)
-					head = append(head, buf[:n]...)
-					if err != nil {
-						return
-					}
-					if i := bytes.Index(head, []byte("\r\n\r\n")); i >= 0 {
-						if _, err := down.Write(head[:i+4]); err != nil {
-							return
-						}
-						head = head[i+4:]
-						break
-					}
-				}
-				<-p.release
-				if _, err := down.Write(head); err != nil {
+			if i := bytes.Index(head, []byte("\r\n\r\n")); i >= 0 {
+				if _, err := down.Write(head[:i+4]); err != nil {
 					return
 				}
-				_, _ = io.Copy(down, up)
-			}()
+				head = head[i+4:]
+				break
+			}
 		}
-	}()
+		<-p.release
+		if _, err := down.Write(head); err != nil {
+			return
+		}
+		_, _ = io.Copy(down, up)
+	})
 	return p
 }
 

@@ -37,54 +37,12 @@ type frameProxy struct {
 
 func startFrameProxy(t *testing.T, target, strip string) *frameProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &frameProxy{addr: ln.Addr().String(), strip: strip, frames: map[string]int{}}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+	p := &frameProxy{strip: strip, frames: map[string]int{}}
+	p.addr = startProxy(t, target, func(up, down net.Conn) {
+		p.pipe(down, up, "up")
+	}, func(down, up net.Conn) {
+		p.pipe(up, down, "down")
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			down, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				down.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, down, up)
-			mu.Unlock()
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				defer up.Close()
-				p.pipe(down, up, "up")
-			}()
-			go func() {
-				defer wg.Done()
-				defer down.Close()
-				p.pipe(up, down, "down")
-			}()
-		}
-	}()
 	return p
 }
 
