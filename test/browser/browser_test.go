@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -504,6 +505,41 @@ func TestPageHistory(t *testing.T) {
 	// User text is text, never markup.
 	if n := mustEval[int](t, ctx, `document.querySelectorAll('[data-testid="message-list"] b').length`); n != 0 {
 		t.Errorf("user text was rendered as HTML: %d <b> elements", n)
+	}
+}
+
+// TestPagePackedFrames: the page offers chat.v1.ndjson, the node selects
+// it, and a join's replay, which the node writes as one batch, arrives
+// several messages to a frame; the page shows every one, in order.
+func TestPagePackedFrames(t *testing.T) {
+	chromePath(t)
+	n := startNode(t, "127.0.0.1:0")
+	ctx := newBrowser(t)
+
+	carol := joinGRPC(t, n.GRPC, "carol", "packed", true)
+	const count = 40
+	var texts []string
+	for i := range count {
+		id := "carol-" + strconv.Itoa(i)
+		texts = append(texts, "packed message "+strconv.Itoa(i))
+		carol.send(&api.Message{Text: texts[i], ClientId: id})
+		carol.waitFor("ack "+id, func(m *api.Message) bool {
+			return m.GetKind() == api.Kind_KIND_ACK && m.GetClientId() == id
+		})
+	}
+
+	do(t, ctx, "spy on the page's sockets", spyOnSockets())
+	joinPage(t, ctx, n.HTTP, "dave", "packed")
+	poll(t, ctx, "the whole replay shown", fmt.Sprintf(`document.querySelectorAll('[data-testid="message-list"] [data-seq]').length >= %d`, count))
+	if p := mustEval[string](t, ctx, `String(window.__ws.protocols[0])`); p != "chat.v1.ndjson" {
+		t.Fatalf("the page's socket runs subprotocol %q, want chat.v1.ndjson", p)
+	}
+	if most := mustEval[int](t, ctx, `Math.max(0, ...window.__ws.received[0])`); most < 2 {
+		t.Errorf("no frame held more than %d message(s): the replay was not packed", most)
+	}
+	shown := mustEval[[]string](t, ctx, `[...document.querySelectorAll('[data-testid="message-list"] [data-seq] .text')].map(e => e.textContent)`)
+	if !slices.Equal(shown, texts) {
+		t.Errorf("the page shows %q, want %q", shown, texts)
 	}
 }
 

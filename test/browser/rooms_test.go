@@ -30,14 +30,23 @@ import (
 
 // wsSpy runs in the page before its own script (test-side: the page
 // patches nothing): it records the URL of every WebSocket the page opens
-// and every frame it sends, in window.__ws.
+// and every frame it sends, in window.__ws; and, per socket, the
+// subprotocol the server selected and the number of newline-separated
+// parts of every text frame it received (received[i] for opened[i]).
 const wsSpy = `(() => {
-	const opened = [], sent = [];
-	window.__ws = { opened, sent };
+	const opened = [], sent = [], protocols = [], received = [];
+	window.__ws = { opened, sent, protocols, received };
 	window.WebSocket = new Proxy(window.WebSocket, {
 		construct(target, args) {
 			const s = Reflect.construct(target, args);
+			const i = opened.length;
 			opened.push(String(args[0]));
+			protocols.push(null);
+			received.push([]);
+			s.addEventListener("open", () => { protocols[i] = s.protocol; });
+			s.addEventListener("message", e => {
+				if (typeof e.data === "string") received[i].push(e.data.split("\n").length);
+			});
 			const send = s.send.bind(s);
 			s.send = d => { sent.push(String(d)); return send(d); };
 			return s;
