@@ -234,6 +234,17 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
+// typeInto types v into the first visible element sel matches, as
+// chromedp.SendKeys does for a text input. SendKeys itself reads the
+// node's attributes without the node's lock (chromedp v0.23.0,
+// query.go), racing with the target's DOM event loop whenever the page
+// changes an attribute of the field at that moment, which the race
+// detector reports; focusing the node and sending the keys to the
+// focused element reads no attributes.
+func typeInto[S chromedp.Selectable](sel S, v string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(chromedp.Focus(sel, chromedp.NodeVisible), chromedp.KeyEvent(v))
+}
+
 // do runs actions with the wait bound.
 func do(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
@@ -278,9 +289,9 @@ func joinPage(t *testing.T, ctx context.Context, httpAddr, user, room string) {
 		chromedp.Navigate("http://"+httpAddr+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="name-input"]`)),
 		chromedp.Clear(chromedp.CSS(`[data-testid="name-input"]`)),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), user),
+		typeInto(chromedp.CSS(`[data-testid="name-input"]`), user),
 		chromedp.Clear(chromedp.CSS(`[data-testid="room-input"]`)),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="room-input"]`), room),
+		typeInto(chromedp.CSS(`[data-testid="room-input"]`), room),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
 	)
 	poll(t, ctx, "status live", `document.querySelector('[data-testid="status"]').dataset.state === "live"`)
@@ -333,7 +344,7 @@ func TestPageLiveChat(t *testing.T) {
 
 	// alice types and sends from the page.
 	do(t, ctx, "type and send",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "hello from browser"),
+		typeInto(chromedp.CSS(`[data-testid="message-input"]`), "hello from browser"),
 		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
 	)
 	bob.waitFor("alice's typing event", func(m *api.Message) bool {
@@ -589,7 +600,7 @@ func TestPageReconnect(t *testing.T) {
 		t.Errorf("message before restart shown %d times, want 1", c)
 	}
 	do(t, ctx, "send after restart",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "erin is back"),
+		typeInto(chromedp.CSS(`[data-testid="message-input"]`), "erin is back"),
 		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
 	)
 	frank2.waitFor("erin's message", func(m *api.Message) bool {
@@ -627,15 +638,15 @@ func TestPageWithToken(t *testing.T) {
 	waitTokenProbe(t, ctx)
 	do(t, ctx, "fill the token and join",
 		chromedp.Clear(chromedp.CSS(`[data-testid="name-input"]`)),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
+		typeInto(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
 		chromedp.Clear(chromedp.CSS(`[data-testid="room-input"]`)),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="room-input"]`), "secure"),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="token-input"]`), tok),
+		typeInto(chromedp.CSS(`[data-testid="room-input"]`), "secure"),
+		typeInto(chromedp.CSS(`[data-testid="token-input"]`), tok),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
 	)
 	poll(t, ctx, "status live with a token", `document.querySelector('[data-testid="status"]').dataset.state === "live"`)
 	do(t, ctx, "send",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "signed hello"),
+		typeInto(chromedp.CSS(`[data-testid="message-input"]`), "signed hello"),
 		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
 	)
 	poll(t, ctx, "own message confirmed", `!!document.querySelector('[data-testid="message-list"] [data-user="alice"][data-seq]')`)

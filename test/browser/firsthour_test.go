@@ -81,14 +81,14 @@ func TestPageTokenFlow(t *testing.T) {
 	poll(t, ctx, "the token field shown as required", sel+`('[data-testid="token-input"]').getAttribute("aria-required") === "true" && !`+sel+`('[data-testid="token-label"]').hidden`)
 
 	do(t, ctx, "join without a token",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "tina"),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="room-input"]`), "vault"),
+		typeInto(chromedp.CSS(`[data-testid="name-input"]`), "tina"),
+		typeInto(chromedp.CSS(`[data-testid="room-input"]`), "vault"),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
 	)
 	poll(t, ctx, "'requires a token'", sel+`('[data-testid="status"]').textContent.includes("requires a token")`)
 
 	do(t, ctx, "join with a bad token",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="token-input"]`), "not-a-token"),
+		typeInto(chromedp.CSS(`[data-testid="token-input"]`), "not-a-token"),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
 	)
 	poll(t, ctx, "the token refusal said", `!!`+sel+`('[data-testid="message-list"] [data-kind="token"]') &&
@@ -102,7 +102,7 @@ func TestPageTokenFlow(t *testing.T) {
 
 	do(t, ctx, "enter the good token and join",
 		chromedp.Evaluate[chromedp.Void](sel+`('[data-testid="token-input"]').value = ""`),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="token-input"]`), tok),
+		typeInto(chromedp.CSS(`[data-testid="token-input"]`), tok),
 	)
 	if d := mustEval[bool](t, ctx, sel+`('[data-testid="join-button"]').disabled`); d {
 		t.Fatal("Join is disabled once a token is typed")
@@ -262,7 +262,7 @@ func TestPageLayout(t *testing.T) {
 					u.send(&api.Message{Text: fmt.Sprintf("message %d from %s", i, u.name)})
 				}
 				do(t, ctx, "send our own",
-					chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "my own message, shown on my own background"),
+					typeInto(chromedp.CSS(`[data-testid="message-input"]`), "my own message, shown on my own background"),
 					chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
 				)
 				poll(t, ctx, "every message shown", `document.querySelectorAll('[data-testid="message-list"] .msg[data-seq]').length === 11`)

@@ -135,9 +135,9 @@ func TestPageFrozenNode(t *testing.T) {
 		chromedp.Navigate("http://"+px.addr()+"/?heartbeatTimeout=2000"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="name-input"]`)),
 		chromedp.Clear(chromedp.CSS(`[data-testid="name-input"]`)),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "gina"),
+		typeInto(chromedp.CSS(`[data-testid="name-input"]`), "gina"),
 		chromedp.Clear(chromedp.CSS(`[data-testid="room-input"]`)),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="room-input"]`), "ice"),
+		typeInto(chromedp.CSS(`[data-testid="room-input"]`), "ice"),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
 	)
 	poll(t, ctx, "status live", `document.querySelector('[data-testid="status"]').dataset.state === "live"`)
@@ -150,7 +150,7 @@ func TestPageFrozenNode(t *testing.T) {
 	px.freeze()
 	frozen := time.Now()
 	do(t, ctx, "send during the freeze",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "typed while frozen"),
+		typeInto(chromedp.CSS(`[data-testid="message-input"]`), "typed while frozen"),
 		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
 	)
 	poll(t, ctx, "reconnecting after the silence",

@@ -161,7 +161,7 @@ func unreadJS(room string) string {
 func typeAndSend(t *testing.T, ctx context.Context, text string) {
 	t.Helper()
 	do(t, ctx, "send "+text,
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), text),
+		typeInto(chromedp.CSS(`[data-testid="message-input"]`), text),
 		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)),
 	)
 }
@@ -236,7 +236,7 @@ func TestPageRoomsAndDirect(t *testing.T) {
 
 	// alice joins random from the list's form: it is shown.
 	do(t, a, "join random",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="new-room-input"]`), "random"),
+		typeInto(chromedp.CSS(`[data-testid="new-room-input"]`), "random"),
 		chromedp.Click(chromedp.CSS(`[data-testid="room-join-button"]`)),
 	)
 	poll(t, a, "random shown and live", `document.querySelector('[data-testid="message-list"]').dataset.room === "random" &&
@@ -244,7 +244,7 @@ func TestPageRoomsAndDirect(t *testing.T) {
 
 	// alice starts a direct conversation with bob by name.
 	do(t, a, "message bob",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="dm-input"]`), "bob"),
+		typeInto(chromedp.CSS(`[data-testid="dm-input"]`), "bob"),
 		chromedp.Click(chromedp.CSS(`[data-testid="dm-button"]`)),
 	)
 	poll(t, a, "the conversation with bob shown", `document.querySelector('[data-testid="message-list"]').dataset.room.startsWith("dm.") &&
@@ -418,11 +418,11 @@ func TestPageRoomsResume(t *testing.T) {
 
 	joinPage(t, ctx, nx.HTTP, "erin", "general")
 	do(t, ctx, "join ops",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="new-room-input"]`), "ops"),
+		typeInto(chromedp.CSS(`[data-testid="new-room-input"]`), "ops"),
 		chromedp.Click(chromedp.CSS(`[data-testid="room-join-button"]`)),
 	)
 	do(t, ctx, "message frank",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="dm-input"]`), "frank"),
+		typeInto(chromedp.CSS(`[data-testid="dm-input"]`), "frank"),
 		chromedp.Click(chromedp.CSS(`[data-testid="dm-button"]`)),
 	)
 	poll(t, ctx, "the conversation with frank shown", `document.querySelector('[data-testid="message-list"]').dataset.room.startsWith("dm.")`)
@@ -525,8 +525,8 @@ func TestPageDirectWithToken(t *testing.T) {
 	)
 	waitTokenProbe(t, ctx)
 	do(t, ctx, "fill the token and join",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="token-input"]`), alice),
+		typeInto(chromedp.CSS(`[data-testid="name-input"]`), "alice"),
+		typeInto(chromedp.CSS(`[data-testid="token-input"]`), alice),
 		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)),
 	)
 	poll(t, ctx, "live with a token", `document.querySelector('[data-testid="status"]').dataset.state === "live"`)
@@ -534,7 +534,7 @@ func TestPageDirectWithToken(t *testing.T) {
 		document.querySelector(`+jsString(itemSel(carolDM))+`).textContent.includes("carol")`)
 
 	do(t, ctx, "message bob",
-		chromedp.SendKeys(chromedp.CSS(`[data-testid="dm-input"]`), "bob"),
+		typeInto(chromedp.CSS(`[data-testid="dm-input"]`), "bob"),
 		chromedp.Click(chromedp.CSS(`[data-testid="dm-button"]`)),
 	)
 	poll(t, ctx, "the conversation with bob shown and live", `(() => {

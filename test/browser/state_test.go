@@ -307,7 +307,7 @@ func TestPageEditsAndReactions(t *testing.T) {
 	poll(t, a, "the edit form holds the text", `document.querySelector(`+jsString(sel+` [data-testid="edit-input"]`)+`)?.value === "a typo here"`)
 	do(t, a, "type the new text",
 		chromedp.Evaluate[chromedp.Void](`document.querySelector(`+jsString(sel+` [data-testid="edit-input"]`)+`).value = ""`),
-		chromedp.SendKeys(chromedp.CSS(sel+` [data-testid="edit-input"]`), "no typo <i>here</i>"),
+		typeInto(chromedp.CSS(sel+` [data-testid="edit-input"]`), "no typo <i>here</i>"),
 		chromedp.Click(chromedp.CSS(sel+` [data-testid="edit-save"]`)),
 	)
 	for _, c := range []struct {
@@ -431,7 +431,7 @@ func TestPageUnreadCounts(t *testing.T) {
 			do(t, ctx, "unfold the forms", chromedp.Click(chromedp.CSS(`[data-testid="add-toggle"]`)))
 		}
 		do(t, ctx, "join news",
-			chromedp.SendKeys(chromedp.CSS(`[data-testid="new-room-input"]`), "news"),
+			typeInto(chromedp.CSS(`[data-testid="new-room-input"]`), "news"),
 			chromedp.Click(chromedp.CSS(`[data-testid="room-join-button"]`)),
 		)
 		poll(t, ctx, "news live", `document.querySelector(`+jsString(itemSel("news"))+`).dataset.state === "live"`)
