@@ -118,7 +118,9 @@ type Config struct {
 	// keeps sending garbage must not keep the node busy. Zero means 10.
 	MaxInvalidFrames int
 	// WriteTimeout bounds one write of a batch to a client, on every edge;
-	// a write that takes longer closes the session (CloseWriteError). Zero
+	// a write that takes longer closes the session (CloseWriteError). The
+	// WebSocket edge refreshes its deadline once per half of it, so a
+	// write there is cut after between half of it and all of it. Zero
 	// means 10 s.
 	WriteTimeout time.Duration
 	// MaxReplayBytes bounds the history one join (or one REST history read)

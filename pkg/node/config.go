@@ -239,7 +239,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, origins, level *string) {
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
 	fs.DurationVar(&c.JoinTimeout, "join-timeout", 10*time.Second, "how long a new WebSocket or gRPC stream may take to send its first message before it is closed")
 	fs.IntVar(&c.MaxInvalidFrames, "max-invalid-frames", 10, "malformed or refused frames one connection may send before it is closed")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "longest write of one batch to a client (WebSocket write, gRPC Send) before the session is closed")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "longest write of one batch to a client (WebSocket write, gRPC Send) before the session is closed (WebSocket: cut after between half of it and all of it)")
 	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 5*time.Second, "how long an orderly close may spend flushing a client's queue before it is cut")
 	fs.IntVar(&c.MaxReplayBytes, "max-replay-bytes", 4<<20, "most encoded bytes of history one join or one REST history read replays (older messages are left out)")
 	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 5*time.Second, "how long a client may take to send an HTTP request's headers (0: no limit)")

@@ -17,22 +17,46 @@ import (
 // frames; its writes reach the socket through rawConn.Write one complete
 // frame at a time (it flushes its buffer per frame), and mu keeps them from
 // interleaving with a batch.
+//
+// A batch's write deadline is set at most once per half write timeout,
+// not twice per batch (set, then cleared): a busy connection pays the
+// runtime's timer update once in a while instead of per delivery, and a
+// batch still has between half the timeout and all of it. The library's
+// writes bound themselves (by their context), so Write clears a deadline a
+// batch left behind before it writes.
 type rawConn struct {
 	net.Conn
-	mu      sync.Mutex
-	bufs    net.Buffers // reused across batches
-	scratch []byte      // packed frames' headers and prefixes, reused while small
+	mu       sync.Mutex
+	bufs     net.Buffers // reused across batches
+	scratch  []byte      // packed frames' headers and prefixes, reused while small
+	deadline time.Time   // the write deadline batches left set; zero: none
 }
 
 func (c *rawConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.deadline.IsZero() {
+		_ = c.Conn.SetWriteDeadline(time.Time{})
+		c.deadline = time.Time{}
+	}
 	return c.Conn.Write(p)
+}
+
+// armDeadline makes sure the write that follows has at least half of
+// timeout before the connection's write deadline, and at most timeout.
+// c.mu must be held.
+func (c *rawConn) armDeadline(timeout time.Duration) {
+	now := time.Now()
+	if c.deadline.Sub(now) >= timeout/2 {
+		return
+	}
+	c.deadline = now.Add(timeout)
+	_ = c.Conn.SetWriteDeadline(c.deadline)
 }
 
 // writeFrames sends the frames' WebSocket encodings in mode m (one frame
 // each, or packed) in one system call (or a few, past the kernel's iovec
-// limit), bounded by timeout.
+// limit), bounded by timeout (see armDeadline: at least half of it).
 func (c *rawConn) writeFrames(frames []*hub.Frame, m mode, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -48,10 +72,9 @@ func (c *rawConn) writeFrames(frames []*hub.Frame, m mode, timeout time.Duration
 		bufs, _ = appendPacked(bufs, c.scratch[:0], frames, m)
 	}
 	c.bufs = bufs
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	c.armDeadline(timeout)
 	w := bufs // WriteTo consumes its receiver
 	_, err := w.WriteTo(c.Conn)
-	_ = c.Conn.SetWriteDeadline(time.Time{})
 	clear(bufs)
 	if cap(bufs) > 4096 {
 		c.bufs = nil // don't pin a burst's slice on an idle connection
