@@ -148,7 +148,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// auth interceptors run inside them, so rejected calls are counted too.
 	gm := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(gm)
-	sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()))
+	sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(callsOnly(gm.StreamServerInterceptor())))
 	if v != nil {
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(v.UnaryInterceptor()), grpc.ChainStreamInterceptor(v.StreamInterceptor()))
 	}
