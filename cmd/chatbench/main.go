@@ -183,7 +183,7 @@ func openSubs(ctx context.Context, cfg *config, n, bufSize int, failFast bool, s
 			if ccOf[i] != nil {
 				c, err = dialGRPCSub(gctx, cfg, i, ccOf[i])
 			} else {
-				c, err = dialWSSub(gctx, cfg, i, bufSize)
+				c, err = dialWSClient(gctx, cfg, i, bufSize)
 			}
 			if err != nil {
 				mu.Lock()
