@@ -18,6 +18,20 @@ const (
 	transportMix  = "mix"
 )
 
+// WebSocket subscriber clients accepted by -ws-client.
+const (
+	wsClientFast = "fast" // gobwas/ws with the zero-allocation frame reader, JSON scanned not decoded
+	wsClientStd  = "std"  // coder/websocket, every message fully decoded, as an app does
+)
+
+// WebSocket framings accepted by -ws-framing: what the subscribers ask
+// the node for in Sec-WebSocket-Protocol.
+const (
+	framingJSON   = "json"   // one JSON message per text frame (chat.v1)
+	framingNDJSON = "ndjson" // chat.v1.ndjson: newline-separated JSON messages per text frame
+	framingProto  = "proto"  // chat.v1.proto: varint-length-prefixed protobuf messages per binary frame
+)
+
 // maxDrain bounds -drain: the tool always stops within warm-up + duration +
 // drain (+ connection setup).
 const maxDrain = 10 * time.Second
@@ -28,6 +42,8 @@ type config struct {
 	grpcAddrs    []string
 	transport    string // subscribers (and idle connections): ws, grpc or mix
 	pubTransport string // publishers: ws or grpc
+	wsClient     string // WebSocket subscribers' client: fast or std
+	wsFraming    string // WebSocket subscribers' framing: json, ndjson or proto
 	subs         int
 	pubs         int
 	rooms        int
@@ -90,6 +106,8 @@ Examples:
     chatbench -ws-addrs 127.0.0.1:8080 -idle 100 -rooms 100 -rooms-per-conn 100 -pids 1234 \
       -pprof-addrs 127.0.0.1:6060   # node -pprof-addr 127.0.0.1:6060
     chatbench -grpc-addrs 127.0.0.1:50051 -transport grpc -subs 1 -pubs 1 -flood   # one stream's acks/s
+    chatbench -ws-addrs 127.0.0.1:8080 -grpc-addrs 127.0.0.1:50051 -ws-client std -ws-framing ndjson \
+      -subs 1000 -pubs 10 -rooms 10 -rate 100 -pids 1234   # what a standard client pays, packed frames
 
 Flags:
 `
@@ -108,6 +126,8 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&grpcAddrs, "grpc-addrs", "", "comma-separated node gRPC addresses (host:port)")
 	fs.StringVar(&c.transport, "transport", transportWS, "subscriber (and -idle) transport: ws, grpc or mix (alternating)")
 	fs.StringVar(&c.pubTransport, "pub-transport", transportGRPC, "publisher transport: ws or grpc")
+	fs.StringVar(&c.wsClient, "ws-client", wsClientFast, "WebSocket subscriber client: fast (gobwas/ws, a zero-allocation frame reader that scans the JSON for its fields, to load the nodes with the least client CPU) or std (github.com/coder/websocket reading frame by frame, every message fully decoded into an api.Message with protojson or proto, as a typical app does: what a standard client pays, see client_cpu_s_per_100k)")
+	fs.StringVar(&c.wsFraming, "ws-framing", framingJSON, "WebSocket subscriber framing, asked for in Sec-WebSocket-Protocol and checked against the node's choice: json (one JSON message per text frame; std offers chat.v1, fast offers nothing, as a seed client), ndjson (chat.v1.ndjson: text frames of newline-separated JSON messages) or proto (chat.v1.proto: binary frames of varint-length-prefixed protobuf messages; the fast client decodes those with proto.Unmarshal, there is nothing to scan)")
 	fs.IntVar(&c.subs, "subs", 100, "subscriber connections")
 	fs.IntVar(&c.pubs, "pubs", 1, "publisher connections")
 	fs.IntVar(&c.rooms, "rooms", 1, "rooms; subscribers and publishers are spread evenly over them")
@@ -164,6 +184,16 @@ func (c *config) validate() error {
 	case transportWS, transportGRPC:
 	default:
 		return fmt.Errorf("chatbench: -pub-transport must be ws or grpc, not %q", c.pubTransport)
+	}
+	switch c.wsClient {
+	case wsClientFast, wsClientStd:
+	default:
+		return fmt.Errorf("chatbench: -ws-client must be fast or std, not %q", c.wsClient)
+	}
+	switch c.wsFraming {
+	case framingJSON, framingNDJSON, framingProto:
+	default:
+		return fmt.Errorf("chatbench: -ws-framing must be json, ndjson or proto, not %q", c.wsFraming)
 	}
 	var errs []error
 	need := func(t string) {

@@ -18,6 +18,14 @@
 // KIND_LIVE; a message in room r is expected once by every connection in
 // r, and its room tag is checked.
 //
+// -ws-client picks the WebSocket subscribers' client: fast (gobwas/ws, a
+// zero-allocation reader that scans the JSON) loads the nodes at the least
+// client CPU; std (coder/websocket, every message decoded into an
+// api.Message) costs what a standard client pays, reported as client CPU
+// per 100k deliveries. -ws-framing picks the subprotocol they ask for
+// (json, or the packed chat.v1.ndjson and chat.v1.proto), and a node that
+// selects another fails the run.
+//
 // With -flood, publishers send back to back instead, as fast as their
 // stream takes (-max-unacked bounds the sends waiting for an answer), and
 // the summary's acks/s is what a stream gets.
@@ -183,7 +191,7 @@ func openSubs(ctx context.Context, cfg *config, n, bufSize int, failFast bool, s
 			if ccOf[i] != nil {
 				c, err = dialGRPCSub(gctx, cfg, i, ccOf[i])
 			} else {
-				c, err = dialWSSub(gctx, cfg, i, bufSize)
+				c, err = dialWSClient(gctx, cfg, i, bufSize)
 			}
 			if err != nil {
 				mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"example.com/chat/internal/testutil"
@@ -103,6 +104,76 @@ func TestRunLoad(t *testing.T) {
 				t.Errorf("server figures missing: %+v", r)
 			}
 		})
+	}
+}
+
+// TestRunWSClients runs a short load with each WebSocket client and
+// framing: every delivery arrives once, in order, and the client's CPU
+// per 100k deliveries is reported; the second table runs a two-room
+// stream (which waits for KIND_LIVE per room) with the std client.
+func TestRunWSClients(t *testing.T) {
+	a := startNode(t)
+	cases := []struct{ client, framing, roomsPerConn string }{
+		{"fast", "json", "1"},
+		{"fast", "ndjson", "1"},
+		{"fast", "proto", "1"},
+		{"std", "json", "1"},
+		{"std", "ndjson", "1"},
+		{"std", "proto", "1"},
+		{"std", "json", "2"},
+		{"std", "ndjson", "2"},
+		{"std", "proto", "2"},
+	}
+	for _, c := range cases {
+		name := c.client + "-" + c.framing + "-rooms" + c.roomsPerConn
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var r result
+			runJSON(t, &r, "-ws-addrs", a.HTTP, "-grpc-addrs", a.GRPC, "-ws-client", c.client, "-ws-framing", c.framing,
+				"-subs", "20", "-pubs", "2", "-rooms", "2", "-rooms-per-conn", c.roomsPerConn, "-rate", "50",
+				"-duration", "1s", "-warmup", "500ms", "-drain", "5s", "-room-prefix", "wsc-"+name+"-")
+			if r.WSClient != c.client || r.WSFraming != c.framing {
+				t.Errorf("ws_client %q, ws_framing %q; want %q, %q", r.WSClient, r.WSFraming, c.client, c.framing)
+			}
+			if r.Delivered == 0 || r.Delivered != r.Expected || r.Missing != 0 {
+				t.Errorf("delivered %d, expected %d, missing %d: want all of a positive number", r.Delivered, r.Expected, r.Missing)
+			}
+			if r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SeqGaps != 0 || r.WrongRoom != 0 {
+				t.Errorf("lost %d, duplicated %d, reordered %d, seq gaps %d, wrong room %d; want none", r.Lost, r.Duplicated, r.Reordered, r.SeqGaps, r.WrongRoom)
+			}
+			if r.SubErrors != 0 || r.PubErrors != 0 {
+				t.Errorf("errors: subscribers %d, publishers %d: %s", r.SubErrors, r.PubErrors, r.FirstErr)
+			}
+			if r.ClientCPUPer100k <= 0 || r.WSMessagesPerFrame < 1 {
+				t.Errorf("client cpu per 100k %v, messages per frame %v: want both positive (at least 1 a frame)", r.ClientCPUPer100k, r.WSMessagesPerFrame)
+			}
+		})
+	}
+}
+
+// TestRunRefusedFraming: a server that does not select the subprotocol
+// -ws-framing offers fails the run while connecting, with either client,
+// instead of measuring another framing than asked.
+func TestRunRefusedFraming(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil) // selects no subprotocol
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		_, _, _ = c.Read(r.Context()) // until the client goes
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, c := range [][2]string{{"fast", "ndjson"}, {"std", "proto"}, {"std", "json"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var out bytes.Buffer
+		err := run(ctx, []string{"-ws-addrs", addr, "-pub-transport", "ws", "-ws-client", c[0], "-ws-framing", c[1],
+			"-subs", "1", "-duration", "1s", "-warmup", "0s", "-q"}, &out, &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "selected WebSocket subprotocol") {
+			t.Errorf("%s/%s: run: %v; want the subprotocol refused\n%s", c[0], c[1], err, out.String())
+		}
 	}
 }
 
@@ -198,6 +269,8 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-pubs", "10", "-rooms", "10", "-subs", "3", "-rooms-per-conn", "3"}, // room 9 without a subscriber
 		{"-ws-addrs", "x:1", "-idle", "5", "-rooms", "2", "-rooms-per-conn", "3"},
 		{"-ws-addrs", "x:1", "stray"},
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-ws-client", "gorilla"},
+		{"-ws-addrs", "x:1", "-pub-transport", "ws", "-ws-framing", "msgpack"},
 	} {
 		var out bytes.Buffer
 		if err := run(context.Background(), args, &out, &out); err == nil {

@@ -286,7 +286,7 @@ type wsPub struct {
 }
 
 func dialWSPub(ctx context.Context, cfg *config, pub int, st *pubStats) (*wsPub, error) {
-	conn, br, err := dialWS(ctx, cfg.pubAddr(pub), cfg.token)
+	conn, br, _, err := dialWS(ctx, cfg.pubAddr(pub), cfg.token, "")
 	if err != nil {
 		return nil, fmt.Errorf("publisher %d: %w", pub, err)
 	}

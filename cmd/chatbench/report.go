@@ -19,6 +19,8 @@ type result struct {
 	// The configuration.
 	Transport    string `json:"transport"`
 	PubTransport string `json:"pub_transport"`
+	WSClient     string `json:"ws_client"`  // -ws-client of the WebSocket subscribers: fast or std
+	WSFraming    string `json:"ws_framing"` // -ws-framing of the WebSocket subscribers: json, ndjson or proto
 	Subs         int    `json:"subs"`
 	Pubs         int    `json:"pubs"`
 	Rooms        int    `json:"rooms"`
@@ -79,9 +81,18 @@ type result struct {
 	FirstErr  string `json:"first_error,omitempty"`
 
 	ClientCPUS float64 `json:"client_cpu_s"` // this tool's CPU over the window
+	// ClientCPUPer100k is ClientCPUS per 100k deliveries: with -ws-client
+	// std, about what a standard client pays for its messages (publishers
+	// and the tool's accounting included).
+	ClientCPUPer100k float64 `json:"client_cpu_s_per_100k,omitempty"`
 	// WebSocket frames per read from the socket, warm-up included: how
-	// much the servers batch (more is cheaper for both sides).
+	// much the servers batch (more is cheaper for both sides). The fast
+	// client only: the std one does not see its reads.
 	WSFramesPerRead float64 `json:"ws_frames_per_read,omitempty"`
+	// WSMessagesPerFrame is the WebSocket subscribers' messages per frame,
+	// warm-up included: 1 in the JSON framing, more when the node packs
+	// (ndjson, proto) a burst.
+	WSMessagesPerFrame float64 `json:"ws_messages_per_frame,omitempty"`
 
 	ServerCPUS       float64        `json:"server_cpu_s,omitempty"` // all -pids, over the window
 	ServerCPUPer100k float64        `json:"server_cpu_s_per_100k,omitempty"`
@@ -113,7 +124,7 @@ func buildResult(cfg *config, p *plan, connect time.Duration, subs []*subStats, 
 	missing := int64(expected) - int64(t.delivered)
 	r := &result{
 		Mode: "load", Label: cfg.label,
-		Transport: cfg.transport, PubTransport: cfg.pubTransport,
+		Transport: cfg.transport, PubTransport: cfg.pubTransport, WSClient: cfg.wsClient, WSFraming: cfg.wsFraming,
 		Subs: cfg.subs, Pubs: cfg.pubs, Rooms: cfg.rooms, RoomsPerConn: cfg.roomsPerConn, Subscriptions: cfg.subs * cfg.roomsPerConn, Rate: cfg.rate, Batch: cfg.batch, Flood: cfg.flood, MaxUnacked: cfg.maxUnacked, Size: cfg.size,
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
 		WSAddrs: len(cfg.wsAddrs), GRPCAddrs: len(cfg.grpcAddrs), StreamsPer: cfg.streamsPer,
@@ -131,6 +142,9 @@ func buildResult(cfg *config, p *plan, connect time.Duration, subs []*subStats, 
 	}
 	if t.wsReads > 0 {
 		r.WSFramesPerRead = float64(t.wsFrames) / float64(t.wsReads)
+	}
+	if t.wsFrames > 0 {
+		r.WSMessagesPerFrame = float64(t.wsMsgs) / float64(t.wsFrames)
 	}
 	for _, p := range pubs {
 		r.Sent += p.sentWindow
@@ -173,6 +187,9 @@ func quantilesMS(h *hdrhistogram.Histogram) latency {
 // window's start and end.
 func (r *result) addCPU(cfg *config, start, end serverSample, self time.Duration) {
 	r.ClientCPUS = self.Seconds()
+	if r.Delivered > 0 {
+		r.ClientCPUPer100k = self.Seconds() / float64(r.Delivered) * 1e5
+	}
 	if len(cfg.pids) == 0 {
 		return
 	}
@@ -202,8 +219,12 @@ func (r *result) write(w io.Writer, asJSON bool) error {
 	if r.RoomsPerConn > 1 {
 		rooms += fmt.Sprintf(" (%d per subscriber, %d subscriptions)", r.RoomsPerConn, r.Subscriptions)
 	}
+	subs := r.Transport
+	if r.Transport != transportGRPC {
+		subs += fmt.Sprintf(", ws %s/%s", r.WSClient, r.WSFraming)
+	}
 	fmt.Fprintf(&b, "chatbench: subs=%d (%s) pubs=%d (%s) rooms=%s %s size=%dB window=%s warmup=%s nodes: ws=%d grpc=%d; connected in %.1fs\n",
-		r.Subs, r.Transport, r.Pubs, r.PubTransport, rooms, mode, r.Size,
+		r.Subs, subs, r.Pubs, r.PubTransport, rooms, mode, r.Size,
 		time.Duration(r.DurationS*1e9), time.Duration(r.WarmupS*1e9), r.WSAddrs, r.GRPCAddrs, r.ConnectS)
 	fmt.Fprintf(&b, "sent        %d in window (%d in all), late sends %d (max %.1fms), skipped %d\n",
 		r.Sent, r.SentTotal, r.LateSends, r.MaxLateMS, r.Skipped)
@@ -230,9 +251,13 @@ func (r *result) write(w io.Writer, asJSON bool) error {
 			fmt.Fprintf(&b, "            pid %d: cpu %.2fs, rss %.1f MiB\n", s.PID, s.CPUS, float64(s.RSSBytes)/(1<<20))
 		}
 	}
-	fmt.Fprintf(&b, "client      cpu %.2fs over the window (%.0f%% of a core)", r.ClientCPUS, 100*r.ClientCPUS/r.DurationS)
+	fmt.Fprintf(&b, "client      cpu %.2fs over the window (%.0f%% of a core), %.3fs per 100k deliveries",
+		r.ClientCPUS, 100*r.ClientCPUS/r.DurationS, r.ClientCPUPer100k)
 	if r.WSFramesPerRead > 0 {
 		fmt.Fprintf(&b, ", %.1f WebSocket frames per read", r.WSFramesPerRead)
+	}
+	if r.WSMessagesPerFrame > 0 {
+		fmt.Fprintf(&b, ", %.2f messages per frame", r.WSMessagesPerFrame)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "errors      subscribers %d, publishers %d", r.SubErrors, r.PubErrors)

@@ -159,7 +159,8 @@ type subStats struct {
 	// wrongRoom counts benchmark messages of a room the subscriber is not
 	// in, or whose room tag is not their publisher's room.
 	wrongRoom     uint64
-	frames, reads uint64   // WebSocket frames and read calls, for frames/read
+	frames, reads uint64   // WebSocket frames and read calls (fast client only), for frames/read
+	msgs          uint64   // WebSocket messages: more than frames when packed
 	lastSeq       []uint64 // by room index (config.subRoom's j)
 	// pairs holds a tracker per publisher of the subscriber's rooms: room
 	// j's publishers m = 0, 1, ... (publisher subRoom(id, j) + m*rooms) at
@@ -387,7 +388,7 @@ func accountSends(p *plan, subs []*subStats, pubs []*pubStats) sendAccount {
 // totals sums what every subscriber saw.
 type totals struct {
 	delivered, duplicated, reordered, foreign, seqGaps, wrongRoom uint64
-	wsFrames, wsReads                                             uint64
+	wsFrames, wsReads, wsMsgs                                     uint64
 	errors                                                        int
 	firstErr                                                      error
 	hist                                                          *hdrhistogram.Histogram
@@ -404,6 +405,7 @@ func mergeSubs(subs []*subStats) totals {
 		t.wrongRoom += s.wrongRoom
 		t.wsFrames += s.frames
 		t.wsReads += s.reads
+		t.wsMsgs += s.msgs
 		if s.err != nil {
 			t.errors++
 			if t.firstErr == nil {

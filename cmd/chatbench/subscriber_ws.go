@@ -14,6 +14,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"example.com/chat/api"
 )
@@ -24,18 +25,22 @@ const maxFrame = 1 << 20
 // wsPath is the nodes' WebSocket endpoint.
 const wsPath = "/v1/chat/stream"
 
-// dialWS opens a WebSocket to addr. br, if not nil, holds bytes the server
-// sent right after the handshake.
-func dialWS(ctx context.Context, addr, token string) (net.Conn, *bufio.Reader, error) {
+// dialWS opens a WebSocket to addr, offering subprotocol (none if ""),
+// and returns the one the server selected. br, if not nil, holds bytes
+// the server sent right after the handshake.
+func dialWS(ctx context.Context, addr, token, subprotocol string) (net.Conn, *bufio.Reader, string, error) {
 	d := ws.Dialer{Timeout: 10 * time.Second}
 	if token != "" {
 		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + token}})
 	}
-	conn, br, _, err := d.Dial(ctx, "ws://"+addr+wsPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("websocket dial %s: %w", addr, err)
+	if subprotocol != "" {
+		d.Protocols = []string{subprotocol}
 	}
-	return conn, br, nil
+	conn, br, hs, err := d.Dial(ctx, "ws://"+addr+wsPath)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("websocket dial %s: %w", addr, err)
+	}
+	return conn, br, hs.Protocol, nil
 }
 
 // joinFrame is the first frame of a stream: join room as user with join's
@@ -166,22 +171,45 @@ func (fr *frameReader) until(write func(ws.Frame) error, onText func([]byte) (do
 	}
 }
 
-// wsSub is a WebSocket subscriber.
+// wsSub is a WebSocket subscriber of the fast client.
 type wsSub struct {
-	conn net.Conn
-	mu   sync.Mutex // serializes writes: pongs and the close
-	r    *frameReader
-	id   int
+	conn    net.Conn
+	mu      sync.Mutex // serializes writes: pongs and the close
+	r       *frameReader
+	id      int
+	framing string      // -ws-framing, which the node selected
+	pm      api.Message // the last proto message decoded (framingProto)
 }
 
 func subUser(i int) string { return "bench-s" + strconv.Itoa(i) }
 
+// dialWSClient opens WebSocket subscriber i with the -ws-client asked for.
+func dialWSClient(ctx context.Context, cfg *config, i int, bufSize int) (subConn, error) {
+	if cfg.wsClient == wsClientStd {
+		s, err := dialStdSub(ctx, cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	s, err := dialWSSub(ctx, cfg, i, bufSize)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, error) {
-	conn, br, err := dialWS(ctx, cfg.subAddr(i), cfg.token)
+	offered := cfg.subprotocol()
+	conn, br, selected, err := dialWS(ctx, cfg.subAddr(i), cfg.token, offered)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber %d: %w", i, err)
 	}
-	s := &wsSub{conn: conn, r: newFrameReader(conn, br, bufSize), id: i}
+	if err := checkSubprotocol(offered, selected); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("subscriber %d: %w", i, err)
+	}
+	s := &wsSub{conn: conn, r: newFrameReader(conn, br, bufSize), id: i, framing: cfg.wsFraming}
 	room, join := subJoin(cfg, i)
 	if err := s.write(joinFrame(subUser(i), room, join)); err != nil {
 		conn.Close()
@@ -194,11 +222,26 @@ func dialWSSub(ctx context.Context, cfg *config, i int, bufSize int) (*wsSub, er
 	return s, nil
 }
 
+// each calls fn with each message of frame b: b itself in the JSON
+// framing, its parts in the packed ones.
+func (s *wsSub) each(b []byte, fn func(msg []byte)) error {
+	switch s.framing {
+	case framingNDJSON:
+		return splitNDJSON(b, fn)
+	case framingProto:
+		return splitVarint(b, fn)
+	}
+	fn(b)
+	return nil
+}
+
 // awaitLive reads until every one of the stream's k rooms sent its
 // KIND_LIVE (k > 1: the stream asked for events), so that the run starts
 // with each connection in all its rooms; a one-room stream without events
 // gets none, and is live once its join is read. An error frame (a
-// refused subscription) fails it. ctx bounds the wait.
+// refused subscription) fails it. ctx bounds the wait. A packed frame is
+// read to its end: what follows the last KIND_LIVE in it (events: no
+// benchmark message is sent before every subscriber is live) is dropped.
 func (s *wsSub) awaitLive(ctx context.Context, k int) error {
 	if k <= 1 {
 		return nil
@@ -208,14 +251,33 @@ func (s *wsSub) awaitLive(ctx context.Context, k int) error {
 	live := 0
 	var errFrame error
 	err := s.r.until(s.write, func(b []byte) bool {
-		switch {
-		case bytes.Contains(b, []byte(`"KIND_LIVE"`)):
-			live++
-		case bytes.Contains(b, []byte(`"error"`)):
-			errFrame = fmt.Errorf("error frame while subscribing: %.200s", b)
-			return true
+		if err := s.each(b, func(msg []byte) {
+			if errFrame != nil {
+				return
+			}
+			if s.framing == framingProto {
+				if err := proto.Unmarshal(msg, &s.pm); err != nil {
+					errFrame = fmt.Errorf("bad frame while subscribing: %w", err)
+					return
+				}
+				switch {
+				case s.pm.GetKind() == api.Kind_KIND_LIVE:
+					live++
+				case s.pm.GetError() != nil:
+					errFrame = fmt.Errorf("error frame while subscribing: %.200s", s.pm.GetError().GetMessage())
+				}
+				return
+			}
+			switch {
+			case bytes.Contains(msg, []byte(`"KIND_LIVE"`)):
+				live++
+			case bytes.Contains(msg, []byte(`"error"`)):
+				errFrame = fmt.Errorf("error frame while subscribing: %.200s", msg)
+			}
+		}); err != nil && errFrame == nil {
+			errFrame = fmt.Errorf("bad frame while subscribing: %w", err)
 		}
-		return live >= k
+		return errFrame != nil || live >= k
 	})
 	if !stop() {
 		return fmt.Errorf("waiting for %d rooms to be live (%d were): %w", k, live, ctx.Err())
@@ -232,23 +294,55 @@ func (s *wsSub) write(f ws.Frame) error {
 	return ws.WriteFrame(s.conn, ws.MaskFrameInPlace(f))
 }
 
-// run reads until the connection ends; the error says why.
+// run reads until the connection ends; the error says why. JSON messages
+// are scanned for their fields (frameFields), not decoded; proto ones
+// (framingProto) are decoded, into one reused message.
 func (s *wsSub) run(st *subStats, p *plan) error {
 	err := s.r.each(s.write, func(b []byte) {
 		now := s.r.src.now
 		st.frames++
-		text, room, seq, ok := frameFields(b)
-		if !ok {
-			st.foreign++
-			if bytes.Contains(b, []byte(`"error"`)) {
-				st.fail(fmt.Errorf("subscriber %d: error frame: %.200s", s.id, b))
+		err := s.each(b, func(msg []byte) {
+			st.msgs++
+			if s.framing == framingProto {
+				if err := proto.Unmarshal(msg, &s.pm); err != nil {
+					st.foreign++
+					st.fail(fmt.Errorf("subscriber %d: bad proto message: %w", s.id, err))
+					return
+				}
+				observeDecoded(st, p, &s.pm, now, s.id)
+				return
 			}
-			return
+			text, room, seq, ok := frameFields(msg)
+			if !ok {
+				st.foreign++
+				if bytes.Contains(msg, []byte(`"error"`)) {
+					st.fail(fmt.Errorf("subscriber %d: error frame: %.200s", s.id, msg))
+				}
+				return
+			}
+			observe(st, p, text, room, seq, now)
+		})
+		if err != nil {
+			st.fail(fmt.Errorf("subscriber %d: %w", s.id, err))
 		}
-		observe(st, p, text, room, seq, now)
 	})
 	st.reads = s.r.src.reads
 	return fmt.Errorf("subscriber %d (ws): %w", s.id, err)
+}
+
+// observeDecoded accounts for decoded message m, received at now (Unix
+// ns), as run does for a scanned one: a message without text (an event,
+// KIND_LIVE, an error) is another frame, and an error fails the
+// subscriber.
+func observeDecoded(st *subStats, p *plan, m *api.Message, now int64, id int) {
+	if m.GetText() == "" {
+		st.foreign++
+		if e := m.GetError(); e != nil {
+			st.fail(fmt.Errorf("subscriber %d: error frame: code %d: %.200s", id, e.GetCode(), e.GetMessage()))
+		}
+		return
+	}
+	observe(st, p, m.GetText(), m.GetRoom(), m.GetSeq(), now)
 }
 
 func (s *wsSub) close() { closeWS(s.conn, &s.mu) }
