@@ -164,14 +164,17 @@ func (s *Session) WaitPublishes(ctx context.Context) error {
 }
 
 // settle ends one publish under way: its slot is freed, and a draining
-// writer waiting for its answer looks again.
+// writer waiting for its answer looks again. The gauge drops before the
+// slot is freed (and rises after one is taken), so that it never counts
+// more publishes than there are slots: freed first, the next publish
+// could count itself before this one was uncounted.
 func (s *Session) settle() {
 	s.mu.Lock()
 	s.inflight--
 	s.wakeLocked()
 	s.mu.Unlock()
-	<-s.slots
 	s.hub.metrics.inflight.Dec()
+	<-s.slots
 	s.hub.wg.Done()
 }
 
