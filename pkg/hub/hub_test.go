@@ -581,13 +581,19 @@ func TestFirstFrameToAnIdleClientIsWrittenAtOnce(t *testing.T) {
 	t.Parallel()
 	e := newHub(t, func(c *hub.Config) { c.WriteDelay = time.Hour })
 	p, _ := e.join(t, hub.JoinOptions{User: "p"}, false)
-	_, fq := e.join(t, hub.JoinOptions{User: "q", NoHistory: true}, false)
+	q, fq := e.join(t, hub.JoinOptions{User: "q", NoHistory: true}, false)
 	for i := range 5 {
 		if err := p.Publish(context.Background(), &api.Message{Text: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 		if m := fq.next(t); m.GetText() != fmt.Sprint(i) {
 			t.Fatalf("got %v", m)
+		}
+		// Idle again: the write is over. (A publish that lands while
+		// the fake's Write is still returning finds the client behind,
+		// and waits a 32nd of the delay: this test once did, under load.)
+		for q.WriterBusy() {
+			runtime.Gosched()
 		}
 	}
 }

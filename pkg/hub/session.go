@@ -118,6 +118,7 @@ type Session struct {
 	started    bool     // Join is done: a writer may run
 	writing    bool     // a writer goroutine runs (or the session has finished)
 	spare      []*Frame // the writer's batch slice, kept between writers
+	busy       bool     // the writer holds a batch: from taking it to noting whether more came during its write
 	// subs are the rooms the session receives, the primary first (see
 	// sub); each sub's own fields are guarded by mu too.
 	subs []*sub
@@ -357,6 +358,7 @@ func (s *Session) writeLoop() {
 		batch, s.queue = s.queue, batch[:0]
 		s.queued, s.replay, s.urgent = 0, 0, false
 		closing = s.closing
+		s.busy = true
 		s.mu.Unlock()
 
 		if s.ctx.Err() != nil {
@@ -374,8 +376,13 @@ func (s *Session) writeLoop() {
 			clear(batch)
 			s.mu.Lock()
 			behind := len(s.queue) > 0
+			s.busy = false
 			s.mu.Unlock()
 			coalesce = nextCoalesce(coalesce, behind, s.hub.cfg.WriteDelay)
+		} else {
+			s.mu.Lock()
+			s.busy = false
+			s.mu.Unlock()
 		}
 		if closing {
 			s.mu.Lock()
