@@ -4,8 +4,9 @@
 # Needs redis-server. Takes about ten minutes; run it on a quiet machine.
 #
 # Usage: scripts/bench.sh [-commit] [scenario...]
-#   scenarios: 1node 3nodes idle manyrooms manyrooms-3nodes manyrooms-idle; default: all
-#   (manyrooms*: issue 14's connections in many rooms each, one stream per connection)
+#   scenarios: 1node 3nodes idle smallrooms oneroom manyrooms manyrooms-3nodes manyrooms-idle; default: all
+#   (manyrooms*: issue 14's connections in many rooms each, one stream per connection;
+#   smallrooms, oneroom: issue 17's, with each WebSocket client and framing)
 #   BENCH_ONLY=regex runs only the runs whose label matches (to re-run the
 #   ones a busy machine disturbed), e.g. BENCH_ONLY='grpc-100k$' scripts/bench.sh manyrooms
 #
@@ -128,6 +129,37 @@ if has 3nodes; then
   stop_redis
 fi
 
+# Issue 17: 100 rooms of 10 (1000 subscribers, 100 publishers) at 10k and
+# 100k deliveries/s, on one node and on three nodes over Redis; one room
+# of 1000 at 100k and 1M deliveries/s on one node. Each with the tuned
+# client (fast: byte scanning, one JSON message per frame) and the
+# standard one (std: coder/websocket reading frame by frame, decoding
+# every message) in each framing: json (the default, one message a
+# frame), ndjson and proto (packed, chat.v1.ndjson / chat.v1.proto).
+clients=(fast:json std:json std:ndjson std:proto)
+if has smallrooms; then
+  start_redis
+  for n in 1 3; do
+    for rr in 10:10k 100:100k; do
+      for c in "${clients[@]}"; do
+        if [ "$n" = 1 ]; then start_nodes 1; else redis-cli -p 16399 flushall >/dev/null; start_nodes 3 127.0.0.1:16399; fi
+        bench "smallrooms-${n}node-${c%:*}-${c#*:}-${rr#*:}" -transport ws -ws-client "${c%:*}" -ws-framing "${c#*:}" \
+          -subs 1000 -pubs 100 -rooms 100 -rate "${rr%:*}" "${common[@]}"
+      done
+    done
+  done
+  stop_redis
+fi
+if has oneroom; then
+  for rr in 10:100k 100:1m; do
+    for c in "${clients[@]}"; do
+      start_nodes 1
+      bench "oneroom-1node-${c%:*}-${c#*:}-${rr#*:}" -transport ws -ws-client "${c%:*}" -ws-framing "${c#*:}" \
+        -subs 1000 -pubs 10 -rooms 1 -rate "${rr%:*}" "${common[@]}"
+    done
+  done
+fi
+
 if has idle; then
   start_nodes 1
   bench "idle-ws-10k" -transport ws -idle 10000
@@ -201,3 +233,11 @@ for s in "${scen[@]:-}"; do [[ "$s" == manyrooms* ]] || only_many=""; done
 
 go run ./cmd/benchplot -title "one node, 1000 subscribers, 10 publishers" -o "$plots"/latency-throughput-1node.png "$out"/1node-ws-r*.json "$out"/1node-grpc-r*.json || true
 go run ./cmd/benchplot -title "three nodes on one Redis, 1000 subscribers" -o "$plots"/latency-throughput-3nodes.png "$out"/3nodes-ws-r*.json || true
+for n in 1 3; do
+  if ls "$out"/smallrooms-${n}node-*.json >/dev/null 2>&1; then
+    go run ./cmd/benchplot -title "100 rooms of 10, ${n} node(s): WebSocket client and framing" -o "$plots"/latency-smallrooms-${n}node.png "$out"/smallrooms-${n}node-*.json || true
+  fi
+done
+if ls "$out"/oneroom-1node-*.json >/dev/null 2>&1; then
+  go run ./cmd/benchplot -title "one room of 1000, one node: WebSocket client and framing" -o "$plots"/latency-oneroom-1node.png "$out"/oneroom-1node-*.json || true
+fi
