@@ -119,6 +119,7 @@ type Session struct {
 	writing    bool     // a writer goroutine runs (or the session has finished)
 	spare      []*Frame // the writer's batch slice, kept between writers
 	busy       bool     // the writer holds a batch: from taking it to noting whether more came during its write
+	queuedAt   int64    // unix ns when the queue last went from empty to not: how long a woken writer took to run
 	// subs are the rooms the session receives, the primary first (see
 	// sub); each sub's own fields are guarded by mu too.
 	subs []*sub
@@ -241,6 +242,9 @@ func (s *Session) enqueueFrameLocked(f *Frame, own bool) (closed bool) {
 		s.queued = 0
 		return s.closeLocked(CloseSlowConsumer)
 	}
+	if len(s.queue) == 0 {
+		s.queuedAt = time.Now().UnixNano()
+	}
 	s.queue = append(s.queue, f)
 	s.queued += n
 	if own && !s.urgent {
@@ -280,6 +284,9 @@ func (s *Session) start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.started = true
+	// The join's replay waited for the join, not for a writer: the first
+	// writer is not late for it.
+	s.queuedAt = time.Now().UnixNano()
 	if len(s.queue) > 0 || s.closing || s.ctx.Err() != nil {
 		s.wakeLocked()
 	}
@@ -292,17 +299,20 @@ func (s *Session) start() {
 func (s *Session) writeLoop() {
 	batch := s.takeSpare()
 	idle := false // the queue stayed empty for WriterIdle
-	// coalesce is the writer's current wait before a write: zero while
-	// the client keeps up (each write finds the queue empty after it), so
-	// a frame to a client that is not behind leaves at once; it grows
-	// while writes keep finding frames that came during them (see
-	// nextCoalesce), up to WriteDelay, and drops to zero again as soon as
-	// a write empties the queue.
+	// coalesce is the writer's current wait after a write before the
+	// next: zero while the client keeps up, so a frame to a client that
+	// is not behind leaves at once; it grows while the session is behind
+	// (writes find frames that came during them, or frames waited for
+	// the writer to run: see nextCoalesce and lateAfter), up to
+	// WriteDelay, and shrinks with each write that finds neither.
 	var coalesce time.Duration
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 && (!s.closing || s.inflight > 0) && s.ctx.Err() == nil {
-			coalesce = 0
+			// coalesce is kept while the writer waits: it is a wait after
+			// the last write, so a frame that comes later than that is
+			// written at once anyway, and one that comes sooner to a
+			// session that was behind joins the next batch.
 			if !idle {
 				// Wait a while for more: a busy client keeps its
 				// writer rather than start one per frame.
@@ -330,8 +340,10 @@ func (s *Session) writeLoop() {
 		// calls; a client that keeps up is written to at once, so its
 		// latency follows the load, not a fixed delay. Acks never wait: a
 		// sender waiting for one would be slowed to one send per delay.
+		waited := false
 		if d := coalesce; d > 0 && !closing && !urgent {
 			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
+				waited = true
 				s.setDelay(wait)
 			wait:
 				for {
@@ -359,6 +371,10 @@ func (s *Session) writeLoop() {
 		s.queued, s.replay, s.urgent = 0, 0, false
 		closing = s.closing
 		s.busy = true
+		// late: the frames waited for this writer to run (not for its
+		// own coalescing wait) longer than its first wait would be: the
+		// node is behind (its cores are busy), so this session is too.
+		late := !waited && len(batch) > 0 && time.Now().UnixNano()-s.queuedAt > int64(lateAfter(s.hub.cfg.WriteDelay))
 		s.mu.Unlock()
 
 		if s.ctx.Err() != nil {
@@ -378,7 +394,7 @@ func (s *Session) writeLoop() {
 			behind := len(s.queue) > 0
 			s.busy = false
 			s.mu.Unlock()
-			coalesce = nextCoalesce(coalesce, behind, s.hub.cfg.WriteDelay)
+			coalesce = nextCoalesce(coalesce, behind, late, s.hub.cfg.WriteDelay)
 		} else {
 			s.mu.Lock()
 			s.busy = false
@@ -405,22 +421,47 @@ func (s *Session) writeLoop() {
 	s.hub.wg.Done()
 }
 
-// nextCoalesce is the writer's coalescing delay after a write: zero when
-// the write left the queue empty (the client keeps up); else, the first
-// time, a 32nd of limit (1.5 ms of the default 50 ms), then twice the
-// last, up to limit. A client that stays behind soon gets limit (a batch
-// per limit: what a fixed delay gave every busy client, at its cost in
-// system calls); one briefly behind, a short wait. A zero limit never
-// waits.
-func nextCoalesce(cur time.Duration, behind bool, limit time.Duration) time.Duration {
+// nextCoalesce is the writer's coalescing delay after a write, from cur,
+// the last one. It is a wait after a write, not before each: a frame that
+// comes later than that is written at once whatever it is.
+//
+//   - late (the batch's frames waited for the writer to run longer than
+//     lateAfter: every core of the node is busy) gives limit at once: the
+//     node saves its CPU as a fixed delay would, in fewer, larger writes,
+//     which is what frees the cores.
+//   - behind (the write found frames that came during it: the client, or
+//     its link, is slower than its traffic) gives a 32nd of limit (1.5 ms
+//     of the default 50 ms) the first time, then twice the last, up to
+//     limit.
+//   - neither takes a 16th off, down to zero below a 32nd of limit: a
+//     session that caught up is soon written to at once again, but one
+//     that keeps falling behind does not swing between one write per
+//     frame, which puts it behind again, and the longest wait.
+//
+// A zero limit never waits.
+func nextCoalesce(cur time.Duration, behind, late bool, limit time.Duration) time.Duration {
 	switch {
-	case !behind || limit <= 0:
+	case limit <= 0:
 		return 0
-	case cur == 0:
+	case late:
+		return limit
+	case behind && cur == 0:
 		return max(limit/32, time.Microsecond)
+	case behind:
+		return min(2*cur, limit)
 	}
-	return min(2*cur, limit)
+	if next := cur - cur/16; next >= limit/32 {
+		return next
+	}
+	return 0
 }
+
+// lateAfter is how long frames may wait for their writer to run before
+// the session counts as behind: the first coalescing wait (a 32nd of
+// limit). A woken writer runs within microseconds on a node with a free
+// core; it waits longer when every core is busy writing, and writing
+// fewer, larger batches is then what frees them.
+func lateAfter(limit time.Duration) time.Duration { return max(limit/32, time.Microsecond) }
 
 // maxSpareFrames bounds the batch slice an idle session keeps for its next
 // writer: a burst's big slice is dropped.
