@@ -340,10 +340,10 @@ func (s *Session) writeLoop() {
 		// calls; a client that keeps up is written to at once, so its
 		// latency follows the load, not a fixed delay. Acks never wait: a
 		// sender waiting for one would be slowed to one send per delay.
-		waited := false
+		var until int64 // the end of the coalescing wait, unix ns; 0: none
 		if d := coalesce; d > 0 && !closing && !urgent {
 			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
-				waited = true
+				until = s.lastWrite.Load() + int64(d)
 				s.setDelay(wait)
 			wait:
 				for {
@@ -371,10 +371,10 @@ func (s *Session) writeLoop() {
 		s.queued, s.replay, s.urgent = 0, 0, false
 		closing = s.closing
 		s.busy = true
-		// late: the frames waited for this writer to run (not for its
-		// own coalescing wait) longer than its first wait would be: the
-		// node is behind (its cores are busy), so this session is too.
-		late := !waited && len(batch) > 0 && time.Now().UnixNano()-s.queuedAt > int64(lateAfter(s.hub.cfg.WriteDelay))
+		// late: the frames waited for this writer to run, beyond its own
+		// coalescing wait, longer than its first wait would be: the node
+		// is behind (its cores are busy), so this session is too.
+		late := len(batch) > 0 && time.Now().UnixNano()-max(s.queuedAt, until) > int64(lateAfter(s.hub.cfg.WriteDelay))
 		s.mu.Unlock()
 
 		if s.ctx.Err() != nil {
