@@ -235,9 +235,9 @@ go run ./cmd/benchplot -title "one node, 1000 subscribers, 10 publishers" -o "$p
 go run ./cmd/benchplot -title "three nodes on one Redis, 1000 subscribers" -o "$plots"/latency-throughput-3nodes.png "$out"/3nodes-ws-r*.json || true
 for n in 1 3; do
   if ls "$out"/smallrooms-${n}node-*.json >/dev/null 2>&1; then
-    go run ./cmd/benchplot -title "100 rooms of 10, ${n} node(s): WebSocket client and framing" -o "$plots"/latency-smallrooms-${n}node.png "$out"/smallrooms-${n}node-*.json || true
+    go run ./cmd/benchplot -logy -title "100 rooms of 10, ${n} node(s): WebSocket client and framing" -o "$plots"/latency-smallrooms-${n}node.png "$out"/smallrooms-${n}node-*.json || true
   fi
 done
 if ls "$out"/oneroom-1node-*.json >/dev/null 2>&1; then
-  go run ./cmd/benchplot -title "one room of 1000, one node: WebSocket client and framing" -o "$plots"/latency-oneroom-1node.png "$out"/oneroom-1node-*.json || true
+  go run ./cmd/benchplot -logy -title "one room of 1000, one node: WebSocket client and framing" -o "$plots"/latency-oneroom-1node.png "$out"/oneroom-1node-*.json || true
 fi
