@@ -204,6 +204,11 @@ func (s *Sentinel) Master() string {
 	return addr
 }
 
+// MasterAddr is Master without failing the test: the address every
+// sentinel names as the master, or an error when one does not answer or
+// they disagree (a failover is under way). For polling.
+func (s *Sentinel) MasterAddr() (string, error) { return s.agreedMaster() }
+
 func (s *Sentinel) agreedMaster() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
