@@ -303,7 +303,7 @@ func (s *Session) writeLoop() {
 	// next: zero while the client keeps up, so a frame to a client that
 	// is not behind leaves at once; it grows while the session is behind
 	// (writes find frames that came during them, or frames waited for
-	// the writer to run: see nextCoalesce and lateAfter), up to
+	// the writer to run: see nextCoalesce and firstCoalesce), up to
 	// WriteDelay, and shrinks with each write that finds neither.
 	var coalesce time.Duration
 	for {
@@ -342,8 +342,9 @@ func (s *Session) writeLoop() {
 		// sender waiting for one would be slowed to one send per delay.
 		var until int64 // the end of the coalescing wait, unix ns; 0: none
 		if d := coalesce; d > 0 && !closing && !urgent {
-			if wait := time.Duration(s.lastWrite.Load() + int64(d) - time.Now().UnixNano()); wait > 0 {
-				until = s.lastWrite.Load() + int64(d)
+			end := s.lastWrite.Load() + int64(d)
+			if wait := time.Duration(end - time.Now().UnixNano()); wait > 0 {
+				until = end
 				s.setDelay(wait)
 			wait:
 				for {
@@ -370,11 +371,11 @@ func (s *Session) writeLoop() {
 		batch, s.queue = s.queue, batch[:0]
 		s.queued, s.replay, s.urgent = 0, 0, false
 		closing = s.closing
-		s.busy = true
+		s.busy = len(batch) > 0
 		// late: the frames waited for this writer to run, beyond its own
 		// coalescing wait, longer than its first wait would be: the node
 		// is behind (its cores are busy), so this session is too.
-		late := len(batch) > 0 && time.Now().UnixNano()-max(s.queuedAt, until) > int64(lateAfter(s.hub.cfg.WriteDelay))
+		late := len(batch) > 0 && time.Now().UnixNano()-max(s.queuedAt, until) > int64(firstCoalesce(s.hub.cfg.WriteDelay))
 		s.mu.Unlock()
 
 		if s.ctx.Err() != nil {
@@ -395,10 +396,6 @@ func (s *Session) writeLoop() {
 			s.busy = false
 			s.mu.Unlock()
 			coalesce = nextCoalesce(coalesce, behind, late, s.hub.cfg.WriteDelay)
-		} else {
-			s.mu.Lock()
-			s.busy = false
-			s.mu.Unlock()
 		}
 		if closing {
 			s.mu.Lock()
@@ -426,7 +423,7 @@ func (s *Session) writeLoop() {
 // comes later than that is written at once whatever it is.
 //
 //   - late (the batch's frames waited for the writer to run longer than
-//     lateAfter: every core of the node is busy) gives limit at once: the
+//     firstCoalesce: every core of the node is busy) gives limit at once: the
 //     node saves its CPU as a fixed delay would, in fewer, larger writes,
 //     which is what frees the cores.
 //   - behind (the write found frames that came during it: the client, or
@@ -446,7 +443,7 @@ func nextCoalesce(cur time.Duration, behind, late bool, limit time.Duration) tim
 	case late:
 		return limit
 	case behind && cur == 0:
-		return max(limit/32, time.Microsecond)
+		return firstCoalesce(limit)
 	case behind:
 		return min(2*cur, limit)
 	}
@@ -456,12 +453,13 @@ func nextCoalesce(cur time.Duration, behind, late bool, limit time.Duration) tim
 	return 0
 }
 
-// lateAfter is how long frames may wait for their writer to run before
-// the session counts as behind: the first coalescing wait (a 32nd of
-// limit). A woken writer runs within microseconds on a node with a free
-// core; it waits longer when every core is busy writing, and writing
-// fewer, larger batches is then what frees them.
-func lateAfter(limit time.Duration) time.Duration { return max(limit/32, time.Microsecond) }
+// firstCoalesce is the first coalescing wait of a session behind (a 32nd
+// of limit), and also how long frames may wait for their writer to run
+// before the session counts as late. A woken writer runs within
+// microseconds on a node with a free core; it waits longer when every
+// core is busy writing, and writing fewer, larger batches is then what
+// frees them.
+func firstCoalesce(limit time.Duration) time.Duration { return max(limit/32, time.Microsecond) }
 
 // maxSpareFrames bounds the batch slice an idle session keeps for its next
 // writer: a burst's big slice is dropped.
