@@ -51,25 +51,23 @@ func TestCallsOnlyCountsCallsNotMessages(t *testing.T) {
 			if c.wantSent == 0 && got != grpc.ServerStream(ss) {
 				t.Errorf("handler got %T, want grpc-go's stream", got)
 			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sums := map[string]float64{} // each counter, over its series
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					sums[mf.GetName()] += m.GetCounter().GetValue()
+				}
+			}
 			for name, want := range map[string]float64{
 				"grpc_server_started_total":  1,
 				"grpc_server_handled_total":  1,
 				"grpc_server_msg_sent_total": c.wantSent,
 			} {
-				var sum float64
-				mfs, err := reg.Gather()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, mf := range mfs {
-					if mf.GetName() == name {
-						for _, m := range mf.GetMetric() {
-							sum += m.GetCounter().GetValue()
-						}
-					}
-				}
-				if sum != want {
-					t.Errorf("%s = %v, want %v", name, sum, want)
+				if sums[name] != want {
+					t.Errorf("%s = %v, want %v", name, sums[name], want)
 				}
 			}
 		})
